@@ -1,0 +1,71 @@
+"""The high-level Python API: the same four steps as the CLI (search, report, export, train)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import StudyConfig
+from .errors import ConfigError
+from .recipe import Recipe
+
+__all__ = ["load_study_config", "run_search", "make_report", "export_recipe", "train_recipe"]
+
+
+def load_study_config(study: str | Path | StudyConfig) -> StudyConfig:
+    """Accept a study YAML path, a study output folder (``studies/<name>/``) or a loaded config."""
+    if isinstance(study, StudyConfig):
+        return study
+    p = Path(study)
+    if p.is_dir():
+        for cand in (p.with_suffix(".yaml"), p / "study.yaml", p.parent / f"{p.name}.yaml"):
+            if cand.is_file():
+                return StudyConfig.load(cand)
+        raise ConfigError(f"{p}: a folder, but no study file {p.with_suffix('.yaml')} next to it")
+    return StudyConfig.load(p)
+
+
+def run_search(study, *, trials: int | None = None, timeout: float | None = None, progress=None, log=print):
+    """Run or resume a study; returns the ``optuna.Study``. Writes ``best_recipe.yaml`` in the study folder."""
+    from .search.run import search
+
+    return search(load_study_config(study), trials=trials, timeout=timeout, progress=progress, log=log)
+
+
+def make_report(study, path: str | Path | None = None) -> Path:
+    """Write the self-contained Plotly report (``report.html`` in the study folder by default)."""
+    from .report import build_report
+    from .search.run import load_study
+
+    cfg = load_study_config(study)
+    st = load_study(cfg)
+    return build_report(st, Path(path) if path else cfg.study_dir / "report.html", title=f"autokd study {cfg.name}")
+
+
+def export_recipe(study, path: str | Path | None = None) -> Path:
+    """Export the best trial's recipe (with provenance) as YAML."""
+    from .search.run import export_best, load_study
+
+    cfg = load_study_config(study)
+    return export_best(cfg, load_study(cfg), Path(path) if path else cfg.study_dir / "best_recipe.yaml")
+
+
+def train_recipe(recipe: str | Path | Recipe, *, study=None, seeds: int | None = None, epochs: int | None = None,
+                 baselines: bool = True, log=print) -> Any:
+    """Retrain a recipe for several seeds beside its CE-only and KD baselines; returns a ``FinalResult``.
+
+    The study (for data and teacher) defaults to the one recorded in the recipe's provenance.
+    """
+    from .final import retrain
+    from .search.run import prepare
+
+    r = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
+    if study is None:
+        src = getattr(r.provenance, "study_file", None)
+        if not src:
+            raise ConfigError("train: the recipe records no study; pass --study STUDY.yaml")
+        study = src
+    cfg = load_study_config(study)
+    ctx = prepare(cfg, log=log)
+    return retrain(ctx, r, seeds=seeds or cfg.final.seeds, epochs=epochs or cfg.final.epochs,
+                   out_dir=cfg.study_dir / "final", log=log, baselines=baselines)

@@ -1,0 +1,248 @@
+"""The ``autokd`` command line: parse -> call the API -> print. User mistakes: one line, exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import AutoKDError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="autokd: search the best knowledge-distillation recipe for a teacher and a task.")
+space_app = typer.Typer(no_args_is_help=True, help="Inspect search spaces.")
+app.add_typer(space_app, name="space")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _clean(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AutoKDError as e:
+            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; rerun the same command to resume (completed trials are kept)")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class RichProgress:
+    """Live progress: trial k/N, epoch e/E, best so far."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 transient=False)
+        self.trials = None
+        self.epochs = None
+        self.best: float | None = None
+        self.t0 = time.time()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def search_started(self, study, todo: int, target: int) -> None:
+        import optuna
+
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if done:
+            self.best = max(t.values[0] for t in done)
+        self.trials = self.progress.add_task("trials", total=todo, info=self._best())
+        if todo == 0:
+            console.print(f"study already has {target} finished trials; nothing to do (raise --trials to add more)")
+
+    def _best(self) -> str:
+        return f"best val acc {self.best:.4f}" if self.best is not None else ""
+
+    def trial_started(self, number: int, recipe, epochs: int) -> None:
+        if self.epochs is not None:
+            self.progress.remove_task(self.epochs)
+        desc = recipe.describe()
+        self.epochs = self.progress.add_task(f"  trial {number}", total=epochs, info=desc[:70])
+
+    def epoch(self, info: dict) -> None:
+        if self.epochs is not None:
+            self.progress.update(self.epochs, completed=info["epoch"] + 1,
+                                 info=f"val acc {info.get('val_acc', float('nan')):.4f}")
+
+    def trial_finished(self, study, trial) -> None:
+        v = trial.values[0] if trial.values else None
+        if v is not None and (self.best is None or v > self.best):
+            self.best = v
+        state = trial.state.name.lower()
+        tag = trial.user_attrs.get("baseline")
+        label = f"baseline {tag}" if tag else trial.user_attrs.get("description", "")
+        val = trial.user_attrs.get("val_acc")
+        val_s = f"{val:.4f}" if isinstance(val, float) else "-"
+        self.progress.console.print(f"trial {trial.number:3d} {state:8s} val {val_s}  {label}", highlight=False)
+        if self.trials is not None:
+            self.progress.update(self.trials, advance=1, info=self._best())
+
+
+@app.command()
+@_clean
+def search(
+    study: Path = typer.Argument(..., help="study YAML (e.g. studies/digits.yaml)"),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1, help="searched trials in total"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop after this many seconds"),
+) -> None:
+    """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml."""
+    from .api import load_study_config, run_search
+    from .search.run import best_trial
+
+    cfg = load_study_config(study)
+    t0 = time.time()
+    with RichProgress() as prog:
+        st = run_search(cfg, trials=trials, timeout=timeout, progress=prog, log=console.print)
+    best = best_trial(st)
+    console.print(f"search done in {time.time() - t0:.0f}s; storage: {cfg.storage_url}")
+    if best is not None:
+        console.print(f"best: trial {best.number} val acc {best.values[0]:.4f} — "
+                      f"{best.user_attrs.get('description', '')}")
+        console.print(f"best recipe: {cfg.study_dir / 'best_recipe.yaml'}")
+
+
+@app.command()
+@_clean
+def report(
+    study: Path = typer.Argument(..., help="study YAML or its output folder"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML path (default: <study>/report.html)"),
+) -> None:
+    """Write a self-contained HTML report (opens offline)."""
+    from .api import make_report
+
+    path = make_report(study, output)
+    console.print(f"report: {path}")
+
+
+@app.command()
+@_clean
+def export(
+    study: Path = typer.Argument(..., help="study YAML or its output folder"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="recipe path (default: <study>/best_recipe.yaml)"),
+) -> None:
+    """Export the best recipe (with provenance) as YAML."""
+    from .api import export_recipe
+
+    path = export_recipe(study, output)
+    console.print(f"recipe: {path}")
+
+
+@app.command()
+@_clean
+def train(
+    recipe: Path = typer.Argument(..., help="a recipe YAML (e.g. from autokd export)"),
+    study: Optional[Path] = typer.Option(None, "--study", help="study YAML for data and teacher"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="number of seeds (default: study's final.seeds)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs (default: the recipe's)"),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the CE-only and KD baselines"),
+) -> None:
+    """Retrain a recipe with several seeds; print test accuracy beside the KD and CE-only baselines."""
+    from rich.table import Table
+
+    from .api import train_recipe
+
+    res = train_recipe(recipe, study=study, seeds=seeds, epochs=epochs, baselines=not no_baselines,
+                       log=console.print)
+    table = Table(title=f"test accuracy over {len(res.seeds)} seed(s)")
+    for col in ("run", "test acc (mean ± std)", "val acc (mean)", "vs CE-only", "vs KD"):
+        table.add_column(col)
+    s = res.summary()
+    for label, v in s.items():
+        d_ce = v["mean"] - s["ce_only"]["mean"] if "ce_only" in s else None
+        d_kd = v["mean"] - s["kd"]["mean"] if "kd" in s else None
+        vm = sum(res.val[label]) / len(res.val[label])
+        table.add_row(label, f"{v['mean']:.4f} ± {v['std']:.4f}", f"{vm:.4f}",
+                      f"{d_ce:+.4f}" if d_ce is not None else "-", f"{d_kd:+.4f}" if d_kd is not None else "-")
+    console.print(table)
+    if res.path:
+        console.print(f"results: {res.path}")
+
+
+class Family(str, Enum):
+    losses = "losses"
+    models = "models"
+    schemes = "schemes"
+    samplers = "samplers"
+    pruners = "pruners"
+    datasets = "datasets"
+
+
+@app.command("list")
+@_clean
+def list_(family: Family = typer.Argument(..., help="what to list")) -> None:
+    """List registered components with their papers / descriptions."""
+    from rich.table import Table
+
+    table = Table(title=family.value)
+    table.add_column("name")
+    if family is Family.losses:
+        from . import losses
+
+        table.add_column("level")
+        table.add_column("needs")
+        table.add_column("hyper-parameters (default)")
+        table.add_column("paper")
+        for name, cls in losses.LOSSES.items():
+            hp = ", ".join(f"{k}={h.default}" for k, h in cls.hparams.items())
+            table.add_row(name, cls.level, ",".join(sorted(cls.needs)), hp, cls.paper)
+    elif family is Family.schemes:
+        from . import schemes
+
+        table.add_column("paper")
+        for name, cls in schemes.SCHEMES.items():
+            table.add_row(name, cls.paper)
+    else:
+        if family is Family.models:
+            from .models import MODELS as reg
+        elif family is Family.samplers:
+            from .search.samplers import SAMPLERS as reg
+        elif family is Family.pruners:
+            from .search.pruners import PRUNERS as reg
+        else:
+            from .data import DATASETS as reg
+        table.add_column("description")
+        for name, _ in reg.items():
+            meta = reg.meta(name)
+            table.add_row(name, str(meta.get("description", meta.get("family", ""))))
+    console.print(table)
+
+
+@space_app.command("show")
+@_clean
+def space_show(path: Path = typer.Argument(..., help="search space YAML")) -> None:
+    """Print a search space's decisions and parameters."""
+    from .search.space import SearchSpace
+
+    sp = SearchSpace.load(path)
+    console.print(sp.describe(), highlight=False)
+    console.print("parameters: " + ", ".join(sp.parameters()), highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except AutoKDError as e:  # pragma: no cover - commands already catch these
+        err_console.print(f"error: {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Study configuration (``studies/*.yaml``), validated with pydantic before anything trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, UnknownNameError
+from .recipe import _yaml_where, format_validation_error
+
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "SearchSpec", "FinalSpec", "load_yaml"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    name: str = "digits"
+    root: str | None = None
+    seed: int = 0
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    download: bool = False
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from . import data
+
+        data.DATASETS.canonical(v, where="data.name")
+        return v
+
+    def create(self, base_dir: Path | None = None):
+        from . import data
+
+        root = self.root
+        if root is not None and base_dir is not None and not Path(root).is_absolute():
+            cand = base_dir / root
+            root = str(cand if cand.exists() else Path(root))
+        return data.create(self.name, root=root, seed=self.seed, val_fraction=self.val_fraction,
+                           test_fraction=self.test_fraction, train_fraction=self.train_fraction,
+                           download=self.download, **self.kwargs)
+
+
+class TeacherSpec(_Strict):
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    seed: int = 0
+    train_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="fraction of the training split the teacher trains on; may exceed the student's "
+        "(a teacher trained on all labelled data, a student distilled on a subset). Val/test splits are "
+        "the same for both.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from . import models
+
+        if not (v.startswith("tv/") or ":" in v):
+            models.MODELS.canonical(v, where="teacher.name")
+        return v
+
+
+SAMPLERS = ("random", "tpe", "cmaes", "nsga2", "mcts", "evolution")
+PRUNERS = ("none", "median", "sha", "hyperband")
+
+
+class SearchSpec(_Strict):
+    backend: Literal["optuna", "ray"] = "optuna"
+    sampler: str = "tpe"
+    sampler_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pruner: str = "median"
+    pruner_kwargs: dict[str, Any] = Field(default_factory=dict)
+    trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    storage: str | None = None
+    epochs: int | None = Field(None, ge=1, description="epoch budget per trial (overrides the space's)")
+    baselines: bool = True
+    baseline_temperature: float = Field(4.0, gt=0)
+    baseline_kd_weight: float = Field(0.9, ge=0)
+    baseline_ce_weight: float = Field(0.1, ge=0)
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        from .search import samplers
+
+        samplers.SAMPLERS.canonical(v, where="search.sampler")
+        return v
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, v: str) -> str:
+        from .search import pruners
+
+        pruners.PRUNERS.canonical(v, where="search.pruner")
+        return v
+
+
+class FinalSpec(_Strict):
+    epochs: int | None = Field(None, ge=1, description="epochs for the final retrain (default: the recipe's)")
+    seeds: int = Field(3, ge=1)
+
+
+class StudyConfig(_Strict):
+    """A study: data, teacher, search space and how to search it. Outputs go to ``<study dir>/<name>/``."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: TeacherSpec
+    teacher_cache: Literal["auto", "cached", "online"] = "auto"
+    space: str
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    final: FinalSpec = Field(default_factory=FinalSpec)
+    output_dir: str | None = None
+
+    source: Path | None = Field(None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("name must be letters, digits, '_', '-' or '.' (it names the output folder)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def study_dir(self) -> Path:
+        if self.output_dir:
+            p = Path(self.output_dir)
+            return p if p.is_absolute() else self.base_dir / p
+        return self.base_dir / self.name
+
+    @property
+    def space_path(self) -> Path:
+        p = Path(self.space)
+        if p.is_absolute():
+            return p
+        for cand in (self.base_dir / p, Path.cwd() / p, self.base_dir.parent / p):
+            if cand.is_file():
+                return cand
+        return self.base_dir / p
+
+    @property
+    def storage_url(self) -> str:
+        if self.search.storage:
+            return self.search.storage
+        return f"sqlite:///{(self.study_dir / 'study.db').as_posix()}"
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        data = load_yaml(path, what="study file")
+        try:
+            cfg = cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(f"{path}: {format_validation_error(e)}") from None
+        except (ConfigError, UnknownNameError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+        cfg.source = path.resolve()
+        return cfg
+
+
+def load_yaml(path: Path, what: str = "file") -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML ({_yaml_where(e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

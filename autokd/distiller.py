@@ -1,0 +1,181 @@
+"""The :class:`Distiller`: student + distillation terms + frozen teacher, usable in any training loop.
+
+The trainer uses this same class, so a recipe behaves identically in autokd's search and in a user's loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError
+from .outputs import Outputs, Shapes
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+
+__all__ = ["Distiller", "Term", "build_terms", "auto_pairs"]
+
+
+class Term(nn.Module):
+    """``weight × loss`` with a unique ``key`` used in logs."""
+
+    def __init__(self, key: str, weight: float, loss: nn.Module) -> None:
+        super().__init__()
+        self.key = key
+        self.weight = float(weight)
+        self.loss = loss
+
+
+def auto_pairs(teacher: Shapes, student: Shapes) -> list[tuple[int, int]]:
+    """Stage-aligned (teacher stage, student stage) pairs at the same relative depth.
+
+    Each student stage except the stem is matched to the teacher stage whose relative depth is closest,
+    preferring one with the same spatial resolution among ties; the last stages are always paired.
+    """
+    nt, ns = teacher.num_stages, student.num_stages
+    if nt == 0 or ns == 0:
+        raise ConfigError("pairs: auto needs models that expose stage features (Outputs.feats is empty)")
+    pairs: list[tuple[int, int]] = []
+    for si in range(1 if ns > 1 else 0, ns):
+        rel = si / max(1, ns - 1)
+        target = rel * (nt - 1)
+        s_hw = student.feats[si][1:]
+        cands = sorted(range(nt), key=lambda ti: (abs(ti - target), teacher.feats[ti][1:] != s_hw))
+        pairs.append((cands[0], si))
+    return sorted(set(pairs), key=lambda p: p[1])
+
+
+def build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None, input_shape) -> nn.ModuleList:
+    from . import losses
+    from .models import shapes
+
+    if recipe.terms and teacher is None:
+        raise ConfigError("this recipe has distillation terms but no teacher was given")
+    s_shapes = shapes(student, tuple(input_shape)) if recipe.terms else None
+    t_shapes = shapes(teacher, tuple(input_shape)) if recipe.terms else None
+    seen: dict[str, int] = {}
+    terms = nn.ModuleList()
+    for spec in recipe.terms:
+        pairs = spec.pairs
+        if pairs == "auto":
+            pairs = auto_pairs(t_shapes, s_shapes)
+        if pairs is not None:
+            for ti, si in pairs:
+                if not (0 <= ti < t_shapes.num_stages and 0 <= si < s_shapes.num_stages):
+                    raise ConfigError(
+                        f"terms[{spec.loss}].pairs: ({ti}, {si}) out of range; the teacher has stages "
+                        f"0..{t_shapes.num_stages - 1}, the student 0..{s_shapes.num_stages - 1}"
+                    )
+        loss = losses.create(spec.loss, student=s_shapes, teacher=t_shapes, pairs=pairs, **spec.params)
+        n = seen.get(spec.loss, 0)
+        seen[spec.loss] = n + 1
+        key = spec.loss if n == 0 else f"{spec.loss}_{n}"
+        terms.append(Term(key, spec.weight, loss))
+    return terms
+
+
+class Distiller(nn.Module):
+    """Student + distillation terms (with their connectors) + a frozen teacher.
+
+    ``distiller(x, y)`` returns a dict of named loss tensors: ``ce`` and one entry per term (unweighted),
+    ``task`` (= ce_weight·CE), ``distill`` (= Σ weight·term) and their sum under ``"loss"``.
+
+    The teacher is frozen and kept in eval mode even when the distiller is put in train mode; its outputs
+    are computed under ``no_grad`` unless precomputed ones are passed as ``teacher_outputs``.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        student: nn.Module,
+        recipe: Recipe,
+        input_shape: Iterable[int] | None = None,
+        terms: nn.ModuleList | None = None,
+    ) -> None:
+        super().__init__()
+        self.recipe = recipe
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+        if terms is None:
+            if input_shape is None:
+                raise ConfigError("Distiller needs input_shape (C, H, W) to probe the models' stage shapes")
+            terms = build_terms(recipe, student, teacher, tuple(input_shape))
+        self.terms = terms
+        self.ce_weight = float(recipe.ce_weight)
+        self.needs = frozenset().union(*(t.loss.needs for t in terms)) if len(terms) else frozenset()
+        for t in terms:
+            t.loss.setup(teacher_model=teacher, student_model=student)
+
+    # -- modes and parameters -------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Student parameters plus the terms' own (connectors, learnable temperatures); never the teacher's."""
+        return [p for p in list(self.student.parameters()) + list(self.terms.parameters()) if p.requires_grad]
+
+    @property
+    def needs_feats(self) -> bool:
+        return bool(self.needs & {"feats", "preacts", "embedding"})
+
+    def set_progress(self, epoch: int, total_epochs: int) -> None:
+        for t in self.terms:
+            t.loss.set_progress(epoch, total_epochs)
+
+    @torch.no_grad()
+    def teacher_outputs(self, x: Tensor) -> Outputs:
+        if self.teacher is None:
+            raise ConfigError("this recipe has distillation terms but no teacher was given")
+        self.teacher.eval()
+        out = self.teacher.forward_outputs(x) if self.needs_feats else Outputs(logits=self.teacher(x))
+        return out.detach()
+
+    # -- the loss -------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        teacher_outputs: Outputs | None = None,
+        index: Tensor | None = None,
+        term_scales: dict[str, float] | None = None,
+    ) -> dict[str, Tensor]:
+        s_out = self.student.forward_outputs(x) if self.needs_feats else Outputs(logits=self.student(x))
+        out: dict[str, Tensor] = {}
+        ce = F.cross_entropy(s_out.logits.float(), y)
+        out["ce"] = ce
+        task = self.ce_weight * ce
+        distill = torch.zeros((), device=ce.device)
+        active = [t for t in self.terms if t.weight * (term_scales or {}).get(t.key, 1.0) != 0.0]
+        if active:
+            t_out = teacher_outputs if teacher_outputs is not None else self.teacher_outputs(x)
+            extra: dict[str, Any] = {}
+            if "index" in self.needs:
+                if index is None:
+                    raise ConfigError("a term needs sample indices (index=...) but none were given")
+                extra["index"] = index
+            if "input" in self.needs:
+                extra["x"] = x
+            for t in active:
+                scale = (term_scales or {}).get(t.key, 1.0)
+                value = t.loss(s_out, t_out, y, **extra)
+                out[t.key] = value
+                distill = distill + (t.weight * scale) * value
+        for t in self.terms:
+            out.setdefault(t.key, torch.zeros((), device=ce.device))
+        out["task"] = task
+        out["distill"] = distill
+        out["loss"] = task + distill
+        out["_logits"] = s_out.logits
+        return out

@@ -1,0 +1,164 @@
+"""The :class:`DistillLoss` base class, hyper-parameter declarations and the loss registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError, close_matches
+from ..outputs import Outputs, Shapes
+from ..registry import Registry
+
+__all__ = ["HParam", "DistillLoss", "LOSSES", "register", "Pairs"]
+
+Pairs = list[tuple[int, int]]
+
+#: What a loss may declare in ``needs``. The trainer provides each one without per-method branches.
+NEEDS = frozenset(
+    {
+        "logits",  # Outputs.logits of both models
+        "feats",  # Outputs.feats
+        "preacts",  # Outputs.preacts
+        "embedding",  # Outputs.embedding
+        "index",  # dataset indices of the batch samples, passed as ``index=``
+        "input",  # the input batch, passed as ``x=``
+        "teacher_model",  # the teacher nn.Module, passed once through ``setup(teacher_model=...)``
+    }
+)
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A declared hyper-parameter: its default and its default search range.
+
+    ``kind`` is ``float`` | ``int`` | ``categorical`` | ``bool``. Ranges spanning orders of magnitude use
+    ``log=True``.
+    """
+
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+    kind: str = "float"
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("float", "int", "categorical", "bool"):
+            raise ValueError(f"HParam.kind must be float|int|categorical|bool, got {self.kind!r}")
+        if self.kind in ("float", "int") and (self.low is None or self.high is None or self.low > self.high):
+            raise ValueError(f"HParam needs low <= high, got {self.low}, {self.high}")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("a log-scale HParam needs low > 0")
+
+    def search_spec(self) -> dict[str, Any]:
+        """The default range in search-space syntax."""
+        if self.kind == "categorical":
+            return {"choices": list(self.choices or ())}
+        if self.kind == "bool":
+            return {"choices": [False, True]}
+        spec: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            spec["log"] = True
+        if self.kind == "int":
+            spec["int"] = True
+        return spec
+
+
+class DistillLoss(nn.Module):
+    """Base class of every distillation term.
+
+    Subclasses set ``name``, ``paper``, ``needs`` and ``hparams`` and implement :meth:`forward`.
+    They receive the student's and the teacher's :class:`Outputs` (the runner owns the teacher) and the
+    targets, return a scalar tensor, and never back-propagate into the teacher (teacher outputs arrive
+    detached). The outer weight of a term lives in the recipe, not in the loss.
+
+    ``student``/``teacher`` are the models' probed :class:`Shapes`, used by losses that build connectors;
+    ``pairs`` are (teacher stage, student stage) indices into ``Outputs.feats``.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    level: ClassVar[str] = "logit"  # logit | feature | relation | primitive
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    hparams: ClassVar[dict[str, HParam]] = {}
+
+    def __init__(
+        self,
+        *,
+        student: Shapes | None = None,
+        teacher: Shapes | None = None,
+        pairs: Pairs | None = None,
+        **hparams: Any,
+    ) -> None:
+        super().__init__()
+        self.student_shapes = student
+        self.teacher_shapes = teacher
+        self.pairs = pairs
+        values = self.resolve_hparams(hparams)
+        for k, v in values.items():
+            setattr(self, k, v)
+        self.hp = values
+        self.progress = 0.0  # fraction of training done, in [0, 1]; set by the trainer each epoch
+        self.epoch = 0
+
+    @classmethod
+    def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in given if k not in cls.hparams]
+        if unknown:
+            k = unknown[0]
+            hint = close_matches(k, cls.hparams)
+            allowed = ", ".join(sorted(cls.hparams)) or "none"
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"loss {cls.name!r} has no hyper-parameter {k!r}{did}; allowed: {allowed}")
+        out = {k: h.default for k, h in cls.hparams.items()}
+        for k, v in given.items():
+            out[k] = cls._check_value(k, v)
+        return out
+
+    @classmethod
+    def _check_value(cls, key: str, value: Any) -> Any:
+        h = cls.hparams[key]
+        if h.kind in ("float", "int"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"loss {cls.name!r}: {key} must be a number, got {value!r}")
+            return int(value) if h.kind == "int" else float(value)
+        if h.kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"loss {cls.name!r}: {key} must be true or false, got {value!r}")
+            return value
+        if h.choices is not None and value not in h.choices:
+            raise ConfigError(
+                f"loss {cls.name!r}: {key} must be one of {', '.join(map(str, h.choices))}; got {value!r}"
+            )
+        return value
+
+    def setup(self, **context: Any) -> None:
+        """Receive run-wide context the loss declared in ``needs`` (e.g. ``teacher_model``)."""
+
+    def set_progress(self, epoch: int, total_epochs: int) -> None:
+        """Called by the trainer at the start of each epoch (for warm-ups, curricula, annealing)."""
+        self.epoch = epoch
+        self.progress = epoch / max(1, total_epochs)
+
+    def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra: Any) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hp.items())
+
+
+LOSSES: Registry[type[DistillLoss]] = Registry("loss")
+
+
+def register(cls: type[DistillLoss]) -> type[DistillLoss]:
+    """Class decorator: add a :class:`DistillLoss` subclass to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a `name`")
+    bad = set(cls.needs) - NEEDS
+    if bad:
+        raise ValueError(f"{cls.__name__}.needs has unknown entries {sorted(bad)}; allowed: {sorted(NEEDS)}")
+    LOSSES.add(cls.name, cls, paper=cls.paper, level=cls.level)
+    return cls

@@ -1,0 +1,1 @@
+"""Search backends: Optuna (embedded default) and Ray Tune (scale-out)."""

@@ -1,0 +1,86 @@
+"""The per-trial objective: suggest a recipe (or run a baseline), train it, record everything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..recipe import Recipe
+from ..train.trainer import TrainingDiverged
+
+__all__ = ["Objective", "BASELINE_ATTR"]
+
+BASELINE_ATTR = "baseline"
+
+
+class Objective:
+    """Callable for ``study.optimize``. Returns validation accuracy (or ``(val_acc, params)`` when the
+    study is multi-objective). Selection uses the validation split only; the test split is never touched."""
+
+    def __init__(self, ctx, *, epochs: int | None, multi_objective: bool, progress=None) -> None:
+        self.ctx = ctx
+        self.epochs = epochs
+        self.multi = multi_objective
+        self.progress = progress
+
+    def recipe_for(self, trial) -> Recipe:
+        cfg, space = self.ctx.cfg, self.ctx.space
+        kind = trial.user_attrs.get(BASELINE_ATTR)
+        if kind:
+            recipe = space.baseline(kind, temperature=cfg.search.baseline_temperature,
+                                    kd_weight=cfg.search.baseline_kd_weight,
+                                    ce_weight=cfg.search.baseline_ce_weight)
+        else:
+            recipe = space.suggest(trial)
+        recipe.seed = cfg.seed
+        if self.epochs:
+            recipe.optim.epochs = self.epochs  # the recipe records exactly what was trained
+        return recipe
+
+    def __call__(self, trial) -> Any:
+        import optuna
+
+        recipe = self.recipe_for(trial)
+        is_baseline = bool(trial.user_attrs.get(BASELINE_ATTR))
+        epochs = recipe.optim.epochs
+        trial.set_user_attr("recipe", recipe.to_dict())
+        trial.set_user_attr("student", recipe.student.label())
+        trial.set_user_attr("seed", recipe.seed)
+        trial.set_user_attr("description", recipe.describe())
+        if self.progress is not None:
+            self.progress.trial_started(trial.number, recipe, epochs)
+
+        def report(epoch: int, acc: float) -> bool:
+            if self.multi:
+                return False  # Optuna does not prune multi-objective trials
+            trial.report(acc, epoch)
+            return (not is_baseline) and trial.should_prune()
+
+        try:
+            res = self.ctx.trainer.fit(recipe, epochs=epochs, report=report)
+        except TrainingDiverged as e:
+            trial.set_user_attr("prune_reason", str(e))
+            raise optuna.TrialPruned(str(e)) from None
+        except ConfigError:
+            raise
+        m = res.metrics
+        for k in ("val_acc", "best_val_acc", "params", "flops", "latency_ms", "epochs", "train_time_s",
+                  "epoch_time_s"):
+            if k in m:
+                trial.set_user_attr(k, m[k])
+        self._save(trial.number, recipe, m, res.history)
+        if res.stopped:
+            reason = f"pruned at epoch {m['epochs'] - 1}: val acc {m['val_acc']:.4f} (by {self.ctx.cfg.search.pruner})"
+            trial.set_user_attr("prune_reason", reason)
+            raise optuna.TrialPruned(reason)
+        if self.multi:
+            return m["val_acc"], float(m["params"])
+        return m["val_acc"]
+
+    def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:
+        d = Path(self.ctx.cfg.study_dir) / "trials" / str(number)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history}, indent=1))
+        recipe.dump(d / "recipe.yaml")

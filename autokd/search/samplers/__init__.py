@@ -1,0 +1,63 @@
+"""Samplers selectable by name in a study (``search.sampler``). Optuna is imported on use, not at import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import ConfigError
+from ...registry import Registry
+
+__all__ = ["SAMPLERS", "create", "names"]
+
+SAMPLERS: Registry = Registry("sampler")
+
+
+def _random(seed, **kw):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed, **kw)
+
+
+def _tpe(seed, **kw):
+    import optuna
+
+    kw.setdefault("n_startup_trials", 8)
+    return optuna.samplers.TPESampler(seed=seed, **kw)
+
+
+def _cmaes(seed, **kw):
+    import optuna
+
+    kw.setdefault("warn_independent_sampling", False)
+    kw.setdefault("independent_sampler", optuna.samplers.RandomSampler(seed=seed))
+    return optuna.samplers.CmaEsSampler(seed=seed, **kw)
+
+
+def _nsga2(seed, **kw):
+    import optuna
+
+    kw.setdefault("population_size", 8)
+    return optuna.samplers.NSGAIISampler(seed=seed, **kw)
+
+
+SAMPLERS.add("random", _random, description="uniform random search (Optuna RandomSampler)")
+SAMPLERS.add("tpe", _tpe, description="Tree-structured Parzen Estimator (Optuna TPESampler)")
+SAMPLERS.add("cmaes", _cmaes, description="CMA-ES on numeric parameters, random on categorical (Optuna)")
+SAMPLERS.add("nsga2", _nsga2, multi_objective=True,
+             description="NSGA-II, multi-objective: validation accuracy vs parameter count (Optuna)")
+
+
+def create(name: str, seed: int | None = None, **kwargs: Any):
+    factory = SAMPLERS.get(name, where="search.sampler")
+    try:
+        return factory(seed, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"search.sampler_kwargs: invalid for sampler {name!r}: {e}") from None
+
+
+def names() -> list[str]:
+    return SAMPLERS.names()
+
+
+def is_multi_objective(name: str) -> bool:
+    return bool(SAMPLERS.meta(name).get("multi_objective"))

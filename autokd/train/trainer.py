@@ -1,0 +1,224 @@
+"""Fit a :class:`~autokd.recipe.Recipe` under an epoch budget.
+
+One loop for every recipe: the :class:`~autokd.distiller.Distiller` computes the loss, the scheme's hooks
+change the loop, a :class:`~autokd.train.teacher.TeacherSource` supplies teacher outputs, and validation
+accuracy is handed to a ``report(epoch, value) -> stop?`` callback each epoch (Optuna pruning).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..distiller import Distiller
+from ..errors import AutoKDError, ConfigError
+from ..recipe import Recipe
+
+__all__ = ["Trainer", "FitResult", "TrainingDiverged", "resolve_device", "evaluate", "measure_model"]
+
+
+class TrainingDiverged(AutoKDError):
+    """The loss became NaN/inf (e.g. an exploding distillation term)."""
+
+    def __init__(self, epoch: int, step: int, losses: dict[str, float]) -> None:
+        self.epoch, self.step, self.losses = epoch, step, losses
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items())
+        super().__init__(f"training diverged at epoch {epoch}, step {step} ({bad})")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" or str(device).startswith("cuda"):
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} requested but CUDA is not available; use auto or cpu")
+        return torch.device(device)
+    raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+
+
+@dataclass
+class FitResult:
+    student: nn.Module
+    distiller: Distiller
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: bool = False  # True when the report callback asked to stop (pruned)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device) -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (eval mode; the mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y, _ in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    return correct / max(1, total)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def measure_model(model: nn.Module, input_shape, repeats: int = 20) -> dict[str, float]:
+    """Parameters, FLOPs per image (torch's FlopCounterMode; 2 FLOPs per multiply-add) and CPU latency
+    per image in ms (median of ``repeats`` batch-1 forwards on a CPU copy, eval mode)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = copy.deepcopy(model).cpu().eval()
+    x = torch.zeros(1, *input_shape)
+    with FlopCounterMode(display=False) as fc:
+        m(x)
+    flops = int(fc.get_total_flops())
+    for _ in range(3):
+        m(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        m(x)
+        times.append(time.perf_counter() - t0)
+    return {"params": count_params(model), "flops": flops, "latency_ms": 1000 * statistics.median(times)}
+
+
+def _scheduler(opt: torch.optim.Optimizer, optim, steps_per_epoch: int, epochs: int):
+    total = max(1, steps_per_epoch * epochs)
+    warm = optim.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if optim.schedule == "cosine":
+            p = (step - warm) / max(1, total - warm)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
+        if optim.schedule == "step":
+            epoch = step / steps_per_epoch
+            return optim.gamma ** sum(epoch >= m * epochs for m in optim.milestones)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Trainer:
+    """Trains students on one dataset, with one teacher source, for many recipes.
+
+    ``teacher`` is the frozen teacher model (needed to build connectors); ``teacher_source`` supplies its
+    outputs per batch (online or cached). ``on_epoch(info)`` receives a dict after each epoch (progress
+    display). ``threads`` caps torch's intra-op threads on CPU.
+    """
+
+    def __init__(
+        self,
+        data,
+        *,
+        teacher: nn.Module | None = None,
+        teacher_source=None,
+        device: str | torch.device = "auto",
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.data = data
+        self.device = resolve_device(device)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.to(self.device).eval().requires_grad_(False)
+        if teacher_source is None and teacher is not None:
+            from .teacher import OnlineTeacher
+
+            teacher_source = OnlineTeacher(teacher)
+        self.teacher_source = teacher_source
+        self.on_epoch = on_epoch
+
+    def fit(
+        self,
+        recipe: Recipe,
+        *,
+        epochs: int | None = None,
+        report: Callable[[int, float], bool] | None = None,
+        measure: bool = True,
+        eval_split: str = "val",
+    ) -> FitResult:
+        epochs = int(epochs or recipe.optim.epochs)
+        if epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {epochs}")
+        dev = self.device
+        torch.manual_seed(recipe.seed)
+        if recipe.terms and self.teacher is None:
+            raise ConfigError("the recipe has distillation terms but the trainer has no teacher")
+        student, terms, scheme = recipe.build(self.data.num_classes, self.data.input_shape, teacher=self.teacher)
+        distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms).to(dev)
+        scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs)
+        opt = scheme.build_optimizer(distiller, recipe.optim)
+        train_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
+        eval_loader = self.data.loader(eval_split, 512, shuffle=False)
+        sched = _scheduler(opt, recipe.optim, len(train_loader), epochs)
+        keys = [t.key for t in distiller.terms]
+        history: list[dict[str, float]] = []
+        stopped = False
+        t_start = time.perf_counter()
+        epoch_times: list[float] = []
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            distiller.train()
+            distiller.set_progress(epoch, epochs)
+            scales = scheme.term_scales(epoch, epochs, keys)
+            active = any(t.weight * scales.get(t.key, 1.0) != 0 for t in distiller.terms)
+            sums: dict[str, float] = {}
+            n_batches = 0
+            for step, (x, y, idx) in enumerate(train_loader):
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                t_out = None
+                if active and self.teacher_source is not None:
+                    t_out = self.teacher_source.batch(x, idx, needs_feats=distiller.needs_feats)
+                losses = distiller(x, y, teacher_outputs=t_out, index=idx, term_scales=scales)
+                if not torch.isfinite(losses["loss"]):
+                    vals = {k: float(v.detach()) for k, v in losses.items() if not k.startswith("_")}
+                    raise TrainingDiverged(epoch, step, vals)
+                scheme.backward_step(losses, opt)
+                sched.step()
+                for k, v in losses.items():
+                    if not k.startswith("_"):
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n_batches += 1
+            scheme.on_epoch_end(epoch, epochs)
+            train_time = time.perf_counter() - t0
+            epoch_times.append(train_time)
+            acc = evaluate(student, eval_loader, dev)
+            row = {"epoch": epoch, f"{eval_split}_acc": acc, "epoch_time_s": train_time}
+            row.update({f"train_{k}": v / max(1, n_batches) for k, v in sums.items()})
+            history.append(row)
+            if self.on_epoch is not None:
+                self.on_epoch({**row, "epochs": epochs})
+            if report is not None and report(epoch, acc):
+                stopped = True
+                break
+        metrics: dict[str, Any] = {
+            f"{eval_split}_acc": history[-1][f"{eval_split}_acc"],
+            f"best_{eval_split}_acc": max(h[f"{eval_split}_acc"] for h in history),
+            "epochs": len(history),
+            "train_time_s": time.perf_counter() - t_start,
+            "epoch_time_s": statistics.mean(epoch_times),
+            "seed": recipe.seed,
+        }
+        if measure:
+            metrics.update(measure_model(student, self.data.input_shape))
+        else:
+            metrics["params"] = count_params(student)
+        return FitResult(student, distiller, metrics, history, stopped)
+
+    def test(self, model: nn.Module) -> float:
+        """Accuracy on the test split; only for reporting a finished recipe, never for selection."""
+        return evaluate(model, self.data.loader("test", 512, shuffle=False), self.device)
