@@ -28,7 +28,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = (), **meta: Any) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
+            key = name or getattr(obj, "name", None) or obj.__name__
             self.add(key, obj, aliases=aliases, **meta)
             return obj
 

@@ -143,6 +143,10 @@ class DistillLoss(nn.Module):
         self.epoch = epoch
         self.progress = epoch / max(1, total_epochs)
 
+    def __call__(self, student: Outputs, teacher: Outputs, target: Tensor, **extra: Any) -> Tensor:
+        # Gradients reach the student only, whatever the caller passes: teacher outputs are detached here.
+        return super().__call__(student, teacher.detach(), target, **extra)
+
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra: Any) -> Tensor:
         raise NotImplementedError
 

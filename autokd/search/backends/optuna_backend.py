@@ -13,6 +13,8 @@ BASELINES = ("ce", "kd")
 
 
 def make_storage(url: str):
+    import warnings
+
     import optuna
 
     if url.startswith(("sqlite", "postgresql", "mysql")):
@@ -20,11 +22,14 @@ def make_storage(url: str):
         if url.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
         try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=30, grace_period=120,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-                **kwargs,
-            )
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # A crashed worker's trial is failed after the grace period and retried (up to twice).
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=30, grace_period=120,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                    **kwargs,
+                )
         except ImportError as e:
             raise ConfigError(f"search.storage: {url.split(':')[0]} needs a driver ({e}); "
                               "pip install 'autokd[postgres]' for PostgreSQL") from None

@@ -1,0 +1,75 @@
+"""The model zoo: CIFAR-style teachers/students (CRD / RepDistiller conventions) and wrapped foreign models.
+
+>>> from autokd import models
+>>> net = models.create("resnet20", num_classes=10, in_channels=1)
+>>> out = net.forward_outputs(x)          # Outputs(logits, feats, preacts, embedding)
+>>> models.shapes(net, (1, 8, 8)).feats   # per-stage (C, H, W)
+
+Names: everything in :data:`MODELS` (see :func:`names`), plus ``tv/<torchvision name>`` and
+``package.module:callable`` (see :mod:`autokd.models.wrap`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from . import cnn, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (register the families)
+from .base import MODELS, ZooModel, count_params, shapes
+from .wrap import FeatureWrapper, discover_stages, torchvision_model, user_model
+
+__all__ = [
+    "MODELS",
+    "create",
+    "names",
+    "shapes",
+    "count_params",
+    "ZooModel",
+    "FeatureWrapper",
+    "discover_stages",
+]
+
+_FIXED = ("num_classes", "in_channels")
+
+
+def names() -> list[str]:
+    """Registered model names (sorted). ``tv/*`` and ``module:callable`` names are accepted by
+    :func:`create` but not listed."""
+    return MODELS.names()
+
+
+def _check_int(name: str, what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"model {name!r}: {what} must be an integer >= 1, got {value!r}")
+
+
+def create(name: str, num_classes: int, in_channels: int = 3, **kw: Any) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` classes and ``in_channels`` input channels.
+
+    ``kw`` are the family's parameters (e.g. ``create("resnet", 10, depth=14, width=8)``). Unknown names
+    raise :class:`~autokd.errors.UnknownNameError`; parameters a model does not take or values it cannot
+    build raise :class:`~autokd.errors.ConfigError`.
+    """
+    _check_int(name, "num_classes", num_classes)
+    _check_int(name, "in_channels", in_channels)
+    if not isinstance(name, str):
+        raise ConfigError(f"model name must be a string, got {name!r}")
+    if name.startswith("tv/"):
+        return torchvision_model(name[3:], num_classes, in_channels, **kw)
+    if ":" in name:
+        return user_model(name, num_classes, in_channels, **kw)
+    factory = MODELS.get(name)
+    params = inspect.signature(factory).parameters
+    allowed = [p for p in params if p not in _FIXED]
+    unknown = sorted(k for k in kw if k not in allowed)
+    if unknown:
+        family = MODELS.meta(name).get("family")
+        hint = f" (the family builder {family!r} takes parameters)" if family and family != name else ""
+        raise ConfigError(
+            f"model {name!r}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}"
+            + hint
+        )
+    return factory(num_classes=num_classes, in_channels=in_channels, **kw)

@@ -1,0 +1,88 @@
+"""Tests every registered loss (parametrised over the registry, so new losses are covered automatically)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autokd import losses, models
+from autokd.errors import ConfigError, UnknownNameError
+from autokd.outputs import Outputs
+
+IN_SHAPE = (1, 8, 8)
+
+
+def _pair():
+    torch.manual_seed(0)
+    s = models.create("cnn", 10, in_channels=1, width=4)
+    t = models.create("cnn", 10, in_channels=1, width=8)
+    return s, t
+
+
+def _build(name, s, t):
+    cls = losses.get(name)
+    kw = {}
+    if cls.level != "logit" or "feats" in cls.needs:
+        kw["pairs"] = None
+    return losses.create(name, student=models.shapes(s, IN_SHAPE), teacher=models.shapes(t, IN_SHAPE), **kw)
+
+
+def _scaled(out: Outputs, scale: float) -> Outputs:
+    return Outputs(out.logits * scale, out.feats, out.preacts, out.embedding)
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_scalar_finite_and_teacher_gets_no_grad(name):
+    s, t = _pair()
+    x = torch.randn(16, *IN_SHAPE)
+    y = torch.randint(0, 10, (16,))
+    loss = _build(name, s, t)
+    t_out = t.forward_outputs(x)  # NOT detached: the loss must not push gradients into the teacher
+    for p in t.parameters():
+        p.grad = None
+    value = loss(s.forward_outputs(x), t_out, y, index=torch.arange(16), x=x)
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    assert all(p.grad is None for p in t.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in s.parameters())
+
+
+@pytest.mark.parametrize("name", [n for n in losses.names() if losses.get(n).level == "logit"])
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 20.0])
+@pytest.mark.parametrize("magnitude", [1.0, 100.0])
+def test_logit_losses_stable_at_extremes(name, temperature, magnitude):
+    cls = losses.get(name)
+    kw = {"temperature": temperature} if "temperature" in cls.hparams else {}
+    loss = losses.create(name, **kw)
+    torch.manual_seed(1)
+    s = (torch.randn(8, 10) * magnitude).requires_grad_(True)
+    t = torch.randn(8, 10) * magnitude
+    y = torch.randint(0, 10, (8,))
+    v = loss(Outputs(s), Outputs(t), y)
+    v.backward()
+    assert torch.isfinite(v) and torch.isfinite(s.grad).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s2 = (torch.randn(8, 10) * magnitude).bfloat16().requires_grad_(True)
+        v2 = loss(Outputs(s2), Outputs(t.bfloat16()), y)
+    v2.backward()
+    assert torch.isfinite(v2) and torch.isfinite(s2.grad.float()).all()
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_declares_paper_and_hparams(name):
+    cls = losses.get(name)
+    assert cls.paper and cls.name == name
+    for k, h in cls.hparams.items():
+        assert k == k.lower() and " " not in k
+        if h.kind in ("float", "int"):
+            assert h.low <= h.default <= h.high, (k, h)
+
+
+def test_unknown_loss_suggests_close_match():
+    with pytest.raises(UnknownNameError, match="did you mean 'kd'"):
+        losses.create("kdd")
+
+
+def test_unknown_hparam_names_allowed():
+    with pytest.raises(ConfigError, match="no hyper-parameter 'temp'.*allowed: temperature"):
+        losses.create("kd", temp=3)

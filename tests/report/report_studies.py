@@ -1,0 +1,164 @@
+"""Hand-made studies for the report tests (a uniquely named module, so other test dirs' conftest.py
+cannot shadow it)."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STUDENT = CategoricalDistribution(["resnet8", "resnet14", "mobilenet_tiny"])
+DISTS = {
+    "student": STUDENT,
+    "temperature": FloatDistribution(1.0, 10.0),
+    "kd_weight": FloatDistribution(0.0, 1.0),
+    "ce_weight": FloatDistribution(0.0, 1.0),
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+}
+
+
+def trial(state=TrialState.COMPLETE, value=None, values=None, inter=None, **params_and_attrs):
+    """A FrozenTrial; keys of DISTS are params, everything else a user attr."""
+    params = {k: v for k, v in params_and_attrs.items() if k in DISTS}
+    attrs = {k: v for k, v in params_and_attrs.items() if k not in DISTS}
+    attrs = {("params" if k == "n_params" else k): v for k, v in attrs.items()}
+    return create_trial(
+        state=state,
+        value=value,
+        values=values,
+        params=params,
+        distributions={k: DISTS[k] for k in params},
+        intermediate_values=inter or {},
+        user_attrs=attrs,
+    )
+
+
+def single_objective_trials():
+    P, F, R = TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING
+    return [
+        # 0: CE baseline
+        trial(
+            value=0.70,
+            inter={1: 0.5, 2: 0.65, 3: 0.70},
+            student="resnet8",
+            temperature=1.0,
+            kd_weight=0.0,
+            lr=0.01,
+            baseline="ce",
+            epochs=10,
+            n_params=78_000,
+            val_acc=0.70,
+            train_time_s=30.0,
+            seed=0,
+        ),
+        # 1: KD baseline
+        trial(
+            value=0.72,
+            inter={1: 0.55, 2: 0.68, 3: 0.72},
+            student="resnet8",
+            temperature=4.0,
+            kd_weight=0.9,
+            lr=0.01,
+            baseline="kd",
+            epochs=10,
+            n_params=78_000,
+            val_acc=0.72,
+            train_time_s=31.0,
+        ),
+        # 2: searched, with the conditional ce_weight and a nested recipe
+        trial(
+            value=0.75,
+            inter={1: 0.6, 2: 0.7, 3: 0.75},
+            student="resnet14",
+            temperature=3.0,
+            kd_weight=0.5,
+            ce_weight=0.5,
+            lr=0.005,
+            epochs=10,
+            n_params=175_000,
+            flops=25_000_000,
+            latency_ms=1.5,
+            proxy_score=12.0,
+            val_acc=0.75,
+            recipe={"kd": {"temperature": 3.0, "loss": "kl"}},
+        ),
+        # 3: pruned by intermediate accuracy
+        trial(
+            P,
+            inter={1: 0.3, 2: 0.35},
+            student="resnet8",
+            temperature=8.0,
+            kd_weight=0.2,
+            lr=0.05,
+            epochs=2,
+            proxy_score=3.0,
+            val_acc=0.35,
+            prune_reason="intermediate accuracy",
+        ),
+        # 4: failed
+        trial(F, student="mobilenet_tiny", temperature=2.0, kd_weight=0.1, lr=0.001, epochs=1),
+        # 5: searched
+        trial(
+            value=0.71,
+            inter={1: 0.5, 2: 0.71},
+            student="mobilenet_tiny",
+            temperature=2.0,
+            kd_weight=0.7,
+            lr=0.02,
+            epochs=10,
+            proxy_score=5.0,
+            val_acc=0.71,
+            n_params=50_000,
+        ),
+        # 6: searched, best
+        trial(
+            value=0.78,
+            inter={1: 0.62, 2: 0.74, 3: 0.78},
+            student="resnet14",
+            temperature=5.0,
+            kd_weight=0.6,
+            ce_weight=0.3,
+            lr=0.003,
+            epochs=10,
+            proxy_score=15.0,
+            val_acc=0.78,
+            n_params=175_000,
+        ),
+        # 7: pruned by the zero-cost proxy before training
+        trial(
+            P,
+            student="mobilenet_tiny",
+            temperature=9.0,
+            kd_weight=0.3,
+            lr=0.0002,
+            epochs=0,
+            proxy_score=0.5,
+            prune_reason="proxy score below threshold",
+        ),
+        # 8: still running
+        trial(R, inter={1: 0.4}, student="resnet8", temperature=6.0, kd_weight=0.4, lr=0.01),
+    ]
+
+
+def make_study(trials, directions=("maximize",), storage=None, **user_attrs):
+    study = optuna.create_study(
+        storage=storage or optuna.storages.InMemoryStorage(),
+        directions=list(directions),
+        study_name="kd-test",
+    )
+    for t in trials:
+        study.add_trial(t)
+    for k, v in user_attrs.items():
+        study.set_user_attr(k, v)
+    return study
+
+
+STUDY_ATTRS = {
+    "autokd_version": "0.1.0",
+    "study_name": "kd-test",
+    "space": "spaces/kd.yaml",
+    "dataset": "cifar10",
+    "teacher": {"name": "resnet56", "val_acc": 0.93, "test_acc": 0.92, "params": 850_000},
+}

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autokd.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _study(tmp_path, **over):
+    text = {
+        "name": "s",
+        "data": "{name: digits, train_fraction: 0.2}",
+        "teacher": "{name: cnn, kwargs: {width: 4}, epochs: 1}",
+        "space": str(ROOT / "search_spaces" / "digits.yaml"),
+        "search": "{trials: 1, epochs: 1}",
+    }
+    text.update(over)
+    p = tmp_path / "study.yaml"
+    p.write_text("\n".join(f"{k}: {v}" for k, v in text.items() if v is not None))
+    return p
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"search": "{sampler: tpee}"}, "unknown sampler 'tpee'; did you mean 'tpe'"),
+        ({"search": "{pruner: medain}"}, "unknown pruner 'medain'"),
+        ({"data": "{name: digitz}"}, "unknown dataset 'digitz'"),
+        ({"teacher": "{name: resnet9}"}, "unknown model 'resnet9'"),
+        ({"teacher": None}, "teacher: Field required"),
+        ({"data": "{name: digits, val_fraction: 1.5}"}, "data.val_fraction"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda"),
+        ({"space": "nowhere.yaml"}, "search space not found"),
+        ({"name": "'a b'"}, "name must be letters"),
+        ({"extra_field": "1"}, "extra_field: unknown field"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(tmp_path, over, match):
+    p = _study(tmp_path, **over)
+    res = runner.invoke(app, ["search", str(p)])
+    assert res.exit_code == 2, res.output
+    assert match in res.output.replace("\n", " ") or match in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+def test_missing_and_malformed_files(tmp_path):
+    res = runner.invoke(app, ["search", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 2 and "study file not found" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    res = runner.invoke(app, ["search", str(bad)])
+    assert res.exit_code == 2 and "malformed YAML" in res.output and "line" in res.output
+    res = runner.invoke(app, ["train", str(tmp_path / "none.yaml")])
+    assert res.exit_code == 2 and "recipe file not found" in res.output
+
+
+def test_report_before_search_is_a_clear_error(tmp_path):
+    p = _study(tmp_path)
+    res = runner.invoke(app, ["report", str(p)])
+    assert res.exit_code == 2 and "has not been run yet" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("family, expect", [("losses", "Hinton"), ("models", "resnet32x4"), ("samplers", "tpe"),
+                                            ("pruners", "hyperband"), ("schemes", "standard"),
+                                            ("datasets", "digits")])
+def test_list(family, expect):
+    res = runner.invoke(app, ["list", family], terminal_width=200)
+    assert res.exit_code == 0 and expect in res.output
+
+
+def test_list_unknown_family_exits_2():
+    res = runner.invoke(app, ["list", "lossez"])
+    assert res.exit_code == 2
+
+
+def test_space_show():
+    res = runner.invoke(app, ["space", "show", str(ROOT / "search_spaces" / "digits.yaml")], terminal_width=200)
+    assert res.exit_code == 0 and "term0.kd.temperature" in res.output

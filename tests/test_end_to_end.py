@@ -1,0 +1,65 @@
+"""One end-to-end smoke study on a digits subset: search (3 trials x 1 epoch) -> report -> export -> train."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import optuna
+from typer.testing import CliRunner
+
+from autokd import Recipe
+from autokd.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_search_report_export_train(tmp_path):
+    study = tmp_path / "smoke.yaml"
+    study.write_text(f"""
+name: smoke
+seed: 0
+device: cpu
+data: {{name: digits, train_fraction: 0.2, val_fraction: 0.2, test_fraction: 0.3}}
+teacher: {{name: cnn, kwargs: {{width: 8}}, epochs: 2}}
+space: {ROOT / 'search_spaces' / 'digits.yaml'}
+search: {{sampler: tpe, pruner: median, trials: 3, epochs: 1}}
+final: {{seeds: 2, epochs: 1}}
+""")
+    runner = CliRunner()
+    res = runner.invoke(app, ["search", str(study)])
+    assert res.exit_code == 0, res.output
+    out_dir = tmp_path / "smoke"
+    db = out_dir / "study.db"
+    assert db.is_file() and (out_dir / "teacher.pt").is_file() and (out_dir / "best_recipe.yaml").is_file()
+    # a plain Optuna RDB: optuna (and so optuna-dashboard) opens it
+    st = optuna.load_study(study_name="smoke", storage=f"sqlite:///{db}")
+    assert len(st.trials) == 5
+    kinds = sorted(t.user_attrs.get("baseline") or "searched" for t in st.trials)
+    assert kinds == ["ce", "kd", "searched", "searched", "searched"]
+    assert sqlite3.connect(db).execute("select count(*) from trials").fetchone()[0] == 5
+
+    # rerunning the same command resumes: nothing new to do, nothing lost
+    res = runner.invoke(app, ["search", str(study)])
+    assert res.exit_code == 0, res.output
+    assert len(optuna.load_study(study_name="smoke", storage=f"sqlite:///{db}").trials) == 5
+    # asking for more trials adds exactly that many
+    res = runner.invoke(app, ["search", str(study), "--trials", "4"])
+    assert res.exit_code == 0, res.output
+    assert len(optuna.load_study(study_name="smoke", storage=f"sqlite:///{db}").trials) == 6
+
+    res = runner.invoke(app, ["report", str(study)])
+    assert res.exit_code == 0, res.output
+    html = (out_dir / "report.html").read_text()
+    assert "<html" in html.lower() and "<script src=" not in html  # plotly.js inline, opens offline
+
+    res = runner.invoke(app, ["export", str(study), "-o", str(tmp_path / "best.yaml")])
+    assert res.exit_code == 0, res.output
+    recipe = Recipe.load(tmp_path / "best.yaml")
+    best = max((t for t in st.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert recipe.provenance.study == "smoke" and recipe.provenance.metrics["val_acc"] >= best.value - 1e-12
+
+    res = runner.invoke(app, ["train", str(tmp_path / "best.yaml"), "--seeds", "2"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "ce_only" in res.output and "kd" in res.output and "recipe" in res.output
+    assert (out_dir / "final" / "results.json").is_file()

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autokd import Distiller, Recipe, models
+from autokd.errors import ConfigError, UnknownNameError
+from autokd.recipe import OptimSpec, StudentSpec, TermSpec
+
+
+def _recipe():
+    return Recipe(student=StudentSpec(name="cnn", kwargs={"width": 4}), ce_weight=0.1,
+                  terms=[TermSpec(loss="kd", weight=0.9, params={"temperature": 3.0})],
+                  optim=OptimSpec(lr=0.1, epochs=3), seed=7)
+
+
+def test_yaml_round_trip(tmp_path):
+    r = _recipe()
+    r.provenance.study = "s"
+    r.provenance.metrics = {"val_acc": 0.9}
+    p = r.dump(tmp_path / "r.yaml")
+    back = Recipe.load(p)
+    assert back == r
+    assert back.to_dict() == r.to_dict()
+    assert "schema_version: 1" in p.read_text()
+
+
+def test_defaults_are_filled_in_and_validated():
+    t = TermSpec(loss="kd")
+    assert t.params == {"temperature": 4.0}
+    with pytest.raises(UnknownNameError, match="did you mean 'kd'"):
+        TermSpec(loss="kdd")
+
+
+@pytest.mark.parametrize(
+    "patch, match",
+    [
+        ({"schema_version": 99}, "schema_version"),
+        ({"ce_weight": -1}, "ce_weight"),
+        ({"optim": {"lr": 0}}, "optim.lr"),
+        ({"optim": {"name": "adam"}}, "optim.name"),
+        ({"bogus": 1}, "bogus: unknown field"),
+        ({"terms": [{"loss": "kd", "params": {"temp": 2}}]}, "no hyper-parameter 'temp'"),
+    ],
+)
+def test_bad_recipes_give_one_line_naming_the_field(patch, match):
+    d = _recipe().to_dict()
+    d.update(patch)
+    with pytest.raises(ConfigError, match=match) as e:
+        Recipe.from_dict(d, source="r.yaml")
+    assert "\n" not in str(e.value)
+
+
+def test_malformed_yaml(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("student: {name: cnn\nce_weight: [")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        Recipe.load(p)
+
+
+def test_distiller_in_a_user_loop():
+    torch.manual_seed(0)
+    r = _recipe()
+    teacher = models.create("cnn", 10, in_channels=1, width=8)
+    student = r.build_student(10, 1)
+    d = Distiller(teacher, student, r, input_shape=(1, 8, 8))
+    opt = torch.optim.SGD(d.trainable_parameters(), lr=0.1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    t_before = [p.clone() for p in teacher.parameters()]
+    d.train()
+    assert not teacher.training
+    out = d(x, y)
+    assert set(out) >= {"ce", "kd", "task", "distill", "loss"}
+    assert torch.allclose(out["loss"], 0.1 * out["ce"] + 0.9 * out["kd"])
+    first = float(out["loss"].detach())
+    for _ in range(20):
+        out = d(x, y)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert float(d(x, y)["loss"].detach()) < first
+    assert all(torch.equal(a, b) for a, b in zip(t_before, teacher.parameters(), strict=True))
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(id(p) not in {id(q) for q in teacher.parameters()} for p in d.trainable_parameters())
