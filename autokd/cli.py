@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .errors import AutoKDError
+from .errors import AutoKDError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="autokd: search the best knowledge-distillation recipe for a teacher and a task.")
@@ -35,6 +35,15 @@ def _clean(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _with_device(cfg, device: str | None):
+    if device is None:
+        return cfg
+    try:
+        return cfg.model_copy(update={"device": type(cfg).model_validate({**cfg.model_dump(), "device": device}).device})
+    except Exception:
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
 
 
 class RichProgress:
@@ -102,12 +111,14 @@ def search(
     study: Path = typer.Argument(..., help="study YAML (e.g. studies/digits.yaml)"),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1, help="searched trials in total"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop after this many seconds"),
+    device: Optional[str] = typer.Option(None, "--device", help="override the study's device (auto, cpu, cuda:N); "
+                                         "run one worker per GPU on a shared storage to use many GPUs"),
 ) -> None:
     """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml."""
     from .api import load_study_config, run_search
     from .search.run import best_trial
 
-    cfg = load_study_config(study)
+    cfg = _with_device(load_study_config(study), device)
     t0 = time.time()
     with RichProgress() as prog:
         st = run_search(cfg, trials=trials, timeout=timeout, progress=prog, log=console.print)
@@ -153,13 +164,22 @@ def train(
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="number of seeds (default: study's final.seeds)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="epochs (default: the recipe's)"),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the CE-only and KD baselines"),
+    device: Optional[str] = typer.Option(None, "--device", help="override the study's device"),
 ) -> None:
     """Retrain a recipe with several seeds; print test accuracy beside the KD and CE-only baselines."""
     from rich.table import Table
 
-    from .api import train_recipe
+    from .api import load_study_config, train_recipe
+    from .recipe import Recipe
 
-    res = train_recipe(recipe, study=study, seeds=seeds, epochs=epochs, baselines=not no_baselines,
+    r = Recipe.load(recipe)
+    cfg = None
+    if study is not None or device is not None:
+        src = study or getattr(r.provenance, "study_file", None)
+        if src is None:
+            raise ConfigError("train: the recipe records no study; pass --study STUDY.yaml")
+        cfg = _with_device(load_study_config(src), device)
+    res = train_recipe(r, study=cfg, seeds=seeds, epochs=epochs, baselines=not no_baselines,
                        log=console.print)
     table = Table(title=f"test accuracy over {len(res.seeds)} seed(s)")
     for col in ("run", "test acc (mean ± std)", "val acc (mean)", "vs CE-only", "vs KD"):

@@ -40,9 +40,10 @@ class DataSpec(_Strict):
         from . import data
 
         root = self.root
-        if root is not None and base_dir is not None and not Path(root).is_absolute():
-            cand = base_dir / root
-            root = str(cand if cand.exists() else Path(root))
+        if root is not None and base_dir is not None and not Path(root).expanduser().is_absolute():
+            root = str((base_dir / root).resolve())  # relative roots are relative to the study file
+        elif root is not None:
+            root = str(Path(root).expanduser())
         return data.create(self.name, root=root, seed=self.seed, val_fraction=self.val_fraction,
                            test_fraction=self.test_fraction, train_fraction=self.train_fraction,
                            download=self.download, **self.kwargs)

@@ -129,6 +129,15 @@ class Distiller(nn.Module):
     def needs_feats(self) -> bool:
         return bool(self.needs & {"feats", "preacts", "embedding"})
 
+    def inference_model(self) -> nn.Module:
+        """The model to evaluate and export: the student, or the student wrapped by a term that the student
+        needs at inference (SimKD)."""
+        for t in self.terms:
+            head = t.loss.student_head(self.student)
+            if head is not None:
+                return head
+        return self.student
+
     def set_progress(self, epoch: int, total_epochs: int) -> None:
         for t in self.terms:
             t.loss.set_progress(epoch, total_epochs)

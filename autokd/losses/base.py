@@ -138,6 +138,15 @@ class DistillLoss(nn.Module):
     def setup(self, **context: Any) -> None:
         """Receive run-wide context the loss declared in ``needs`` (e.g. ``teacher_model``)."""
 
+    def pretrain(self, *, teacher_model: nn.Module, loader, device, epochs: int) -> None:
+        """Optional stage run once before student training (e.g. Factor Transfer's paraphraser).
+        ``loader`` yields (x, y, idx) training batches; the teacher is frozen."""
+
+    def student_head(self, student: nn.Module) -> nn.Module | None:
+        """If the method's student needs parts of this loss at inference (SimKD: projector + the teacher's
+        classifier), return the whole inference model wrapping ``student``; else ``None``."""
+        return None
+
     def set_progress(self, epoch: int, total_epochs: int) -> None:
         """Called by the trainer at the start of each epoch (for warm-ups, curricula, annealing)."""
         self.epoch = epoch

@@ -299,7 +299,10 @@ def _parse_optim(spec: dict[str, Any], source: str) -> dict[str, Param]:
     for k, v in spec.items():
         if k not in _OPTIM_KEYS:
             raise ConfigError(f"{source}: optim.{k}: unknown field; allowed: {', '.join(sorted(_OPTIM_KEYS))}")
-        out[k] = parse_param(v, f"{source}: optim.{k}")
+        if k == "milestones" and isinstance(v, list):
+            out[k] = Fixed(list(v))  # a list value, not a choice (use {choices: [[...], [...]]} to search it)
+        else:
+            out[k] = parse_param(v, f"{source}: optim.{k}")
     try:
         OptimSpec(**{k: p.midpoint() for k, p in out.items()})
     except Exception as e:

@@ -47,7 +47,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @dataclass
 class FitResult:
-    student: nn.Module
+    student: nn.Module  # the model to evaluate and export (the student, or a SimKD-style wrapped student)
     distiller: Distiller
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
@@ -161,8 +161,11 @@ class Trainer:
         student, terms, scheme = recipe.build(self.data.num_classes, self.data.input_shape, teacher=self.teacher)
         distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms).to(dev)
         scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs)
-        opt = scheme.build_optimizer(distiller, recipe.optim)
         train_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
+        for t in distiller.terms:  # optional per-method stage before training (e.g. FT's paraphraser)
+            t.loss.pretrain(teacher_model=self.teacher, loader=train_loader, device=dev, epochs=epochs)
+        opt = scheme.build_optimizer(distiller, recipe.optim)
+        model = distiller.inference_model()
         eval_loader = self.data.loader(eval_split, 512, shuffle=False)
         sched = _scheduler(opt, recipe.optim, len(train_loader), epochs)
         keys = [t.key for t in distiller.terms]
@@ -196,7 +199,7 @@ class Trainer:
             scheme.on_epoch_end(epoch, epochs)
             train_time = time.perf_counter() - t0
             epoch_times.append(train_time)
-            acc = evaluate(student, eval_loader, dev)
+            acc = evaluate(model, eval_loader, dev)
             row = {"epoch": epoch, f"{eval_split}_acc": acc, "epoch_time_s": train_time}
             row.update({f"train_{k}": v / max(1, n_batches) for k, v in sums.items()})
             history.append(row)
@@ -214,10 +217,10 @@ class Trainer:
             "seed": recipe.seed,
         }
         if measure:
-            metrics.update(measure_model(student, self.data.input_shape))
+            metrics.update(measure_model(model, self.data.input_shape))
         else:
-            metrics["params"] = count_params(student)
-        return FitResult(student, distiller, metrics, history, stopped)
+            metrics["params"] = count_params(model)
+        return FitResult(model, distiller, metrics, history, stopped)
 
     def test(self, model: nn.Module) -> float:
         """Accuracy on the test split; only for reporting a finished recipe, never for selection."""
