@@ -87,6 +87,9 @@ class Distiller(nn.Module):
 
     The teacher is frozen and kept in eval mode even when the distiller is put in train mode; its outputs
     are computed under ``no_grad`` unless precomputed ones are passed as ``teacher_outputs``.
+
+    ``context`` is handed to every term's ``setup`` besides the two models: e.g. ``num_samples`` (training-set
+    size, for memory banks such as CRD's). The trainer fills it; in your own loop pass what your terms need.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Distiller(nn.Module):
         recipe: Recipe,
         input_shape: Iterable[int] | None = None,
         terms: nn.ModuleList | None = None,
+        context: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.recipe = recipe
@@ -111,8 +115,9 @@ class Distiller(nn.Module):
         self.terms = terms
         self.ce_weight = float(recipe.ce_weight)
         self.needs = frozenset().union(*(t.loss.needs for t in terms)) if len(terms) else frozenset()
+        ctx = {"teacher_model": teacher, "student_model": student, **(context or {})}
         for t in terms:
-            t.loss.setup(teacher_model=teacher, student_model=student)
+            t.loss.setup(**ctx)
 
     # -- modes and parameters -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Distiller:

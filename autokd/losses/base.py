@@ -136,7 +136,22 @@ class DistillLoss(nn.Module):
         return value
 
     def setup(self, **context: Any) -> None:
-        """Receive run-wide context the loss declared in ``needs`` (e.g. ``teacher_model``)."""
+        """Receive run-wide context once before training: ``teacher_model``, ``student_model`` and, from the
+        trainer, ``num_samples`` (training-set size), ``num_classes``, ``input_shape``, ``cache_dir``.
+        Implementations take what they need and ignore the rest."""
+
+    def resolve_pairs(self, default: str = "last") -> Pairs:
+        """The (teacher stage, student stage) pairs to use: the given ``pairs``, else the method's default:
+        ``last`` = the deepest stages of both, ``auto`` = stage-aligned pairs (see ``auto_pairs``)."""
+        if self.pairs is not None:
+            return [tuple(p) for p in self.pairs]
+        if self.student_shapes is None or self.teacher_shapes is None:
+            raise ConfigError(f"loss {self.name!r} needs the student's and teacher's Shapes to build")
+        if default == "last":
+            return [(self.teacher_shapes.num_stages - 1, self.student_shapes.num_stages - 1)]
+        from ..distiller import auto_pairs
+
+        return auto_pairs(self.teacher_shapes, self.student_shapes)
 
     def pretrain(self, *, teacher_model: nn.Module, loader, device, epochs: int) -> None:
         """Optional stage run once before student training (e.g. Factor Transfer's paraphraser).

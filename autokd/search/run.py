@@ -41,7 +41,8 @@ def prepare(cfg: StudyConfig, *, log=print, on_epoch=None, need_teacher: bool = 
         teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
         source = make_teacher_source(cfg.teacher_cache, teacher, data, device,
                                      cache_dir=cfg.study_dir / "cache", key=info.get("hash", "ckpt"))
-    trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch)
+    trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch,
+                      cache_dir=cfg.study_dir / "cache")
     return StudyContext(cfg, space, data, teacher, info, trainer, device)
 
 

@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,7 +119,8 @@ class Trainer:
 
     ``teacher`` is the frozen teacher model (needed to build connectors); ``teacher_source`` supplies its
     outputs per batch (online or cached). ``on_epoch(info)`` receives a dict after each epoch (progress
-    display). ``threads`` caps torch's intra-op threads on CPU.
+    display). ``cache_dir`` is where schemes and losses may cache trained helpers (TAKD's assistant, BAN's
+    generations), keyed by their config.
     """
 
     def __init__(
@@ -129,8 +131,10 @@ class Trainer:
         teacher_source=None,
         device: str | torch.device = "auto",
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.data = data
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.device = resolve_device(device)
         self.teacher = teacher
         if teacher is not None:
@@ -159,8 +163,12 @@ class Trainer:
         if recipe.terms and self.teacher is None:
             raise ConfigError("the recipe has distillation terms but the trainer has no teacher")
         student, terms, scheme = recipe.build(self.data.num_classes, self.data.input_shape, teacher=self.teacher)
-        distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms).to(dev)
-        scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs)
+        context = {"num_samples": len(self.data.train), "num_classes": self.data.num_classes,
+                   "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir}
+        distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms,
+                              context=context).to(dev)
+        scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs,
+                     teacher=self.teacher, cache_dir=self.cache_dir, trainer=self)
         train_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
         for t in distiller.terms:  # optional per-method stage before training (e.g. FT's paraphraser)
             t.loss.pretrain(teacher_model=self.teacher, loader=train_loader, device=dev, epochs=epochs)

@@ -24,7 +24,10 @@ def _build(name, s, t):
     kw = {}
     if cls.level != "logit" or "feats" in cls.needs:
         kw["pairs"] = None
-    return losses.create(name, student=models.shapes(s, IN_SHAPE), teacher=models.shapes(t, IN_SHAPE), **kw)
+    loss = losses.create(name, student=models.shapes(s, IN_SHAPE), teacher=models.shapes(t, IN_SHAPE), **kw)
+    loss.setup(teacher_model=t, student_model=s, num_samples=16, num_classes=10, input_shape=IN_SHAPE,
+               cache_dir=None)
+    return loss
 
 
 def _scaled(out: Outputs, scale: float) -> Outputs:
