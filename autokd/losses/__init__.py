@@ -6,7 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from ..outputs import Shapes
-from . import logit  # noqa: F401  (registers the logit-level losses)
+
+# importing each module registers its losses
+from . import (  # noqa: F401
+    classifier,
+    contrastive,
+    crosslayer,
+    factor,
+    feature,
+    frequency,
+    jacobian,
+    logit,
+    relation,
+)
 from .base import LOSSES, DistillLoss, HParam, Pairs, register
 
 __all__ = ["LOSSES", "DistillLoss", "HParam", "register", "create", "names", "get"]

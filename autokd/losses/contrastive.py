@@ -1,0 +1,5 @@
+"""Contrastive representation distillation."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Feature-level distillation terms (intermediate layers)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Frequency-domain feature distillation."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
