@@ -18,7 +18,7 @@ from .outputs import Outputs, Shapes
 if TYPE_CHECKING:
     from .recipe import Recipe
 
-__all__ = ["Distiller", "Term", "build_terms", "auto_pairs"]
+__all__ = ["Distiller", "Term", "build_terms", "auto_pairs", "depth_pairs"]
 
 
 class Term(nn.Module):
@@ -50,6 +50,16 @@ def auto_pairs(teacher: Shapes, student: Shapes) -> list[tuple[int, int]]:
     return sorted(set(pairs), key=lambda p: p[1])
 
 
+def depth_pairs(teacher: Shapes, student: Shapes, depths) -> list[tuple[int, int]]:
+    """Pairs at relative depths in (0, 1]: depth d pairs teacher stage round(d·(T−1)) with student stage
+    round(d·(S−1)) (1.0 = the deepest stages). Duplicates collapse."""
+    nt, ns = teacher.num_stages, student.num_stages
+    if nt == 0 or ns == 0:
+        raise ConfigError("pairs: searched pairs need models that expose stage features")
+    out = {(round(d * (nt - 1)), round(d * (ns - 1))) for d in depths}
+    return sorted(out, key=lambda p: p[1])
+
+
 def build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None, input_shape) -> nn.ModuleList:
     from . import losses
     from .models import shapes
@@ -64,6 +74,8 @@ def build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None, i
         pairs = spec.pairs
         if pairs == "auto":
             pairs = auto_pairs(t_shapes, s_shapes)
+        elif isinstance(pairs, dict):
+            pairs = depth_pairs(t_shapes, s_shapes, pairs["depths"])
         if pairs is not None:
             for ti, si in pairs:
                 if not (0 <= ti < t_shapes.num_stages and 0 <= si < s_shapes.num_stages):

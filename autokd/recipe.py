@@ -52,7 +52,7 @@ class TermSpec(_Strict):
     loss: str
     weight: float = 1.0
     params: dict[str, Any] = Field(default_factory=dict)
-    pairs: list[tuple[int, int]] | Literal["auto"] | None = None
+    pairs: list[tuple[int, int]] | Literal["auto"] | dict[str, list[float]] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TermSpec:
@@ -62,6 +62,10 @@ class TermSpec(_Strict):
         self.params = cls.resolve_hparams(self.params)
         if self.weight < 0:
             raise ValueError(f"terms[].weight must be >= 0, got {self.weight}")
+        if isinstance(self.pairs, dict):
+            depths = self.pairs.get("depths")
+            if set(self.pairs) != {"depths"} or not depths or any(not 0 < d <= 1 for d in depths):
+                raise ValueError("terms[].pairs: a mapping must be {depths: [relative depths in (0, 1]]}")
         return self
 
 

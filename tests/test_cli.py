@@ -80,4 +80,4 @@ def test_list_unknown_family_exits_2():
 
 def test_space_show():
     res = runner.invoke(app, ["space", "show", str(ROOT / "search_spaces" / "digits.yaml")], terminal_width=200)
-    assert res.exit_code == 0 and "term0.kd.temperature" in res.output
+    assert res.exit_code == 0 and "terms.0.kd.temperature" in res.output

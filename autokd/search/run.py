@@ -29,9 +29,15 @@ def prepare(cfg: StudyConfig, *, log=print, on_epoch=None, need_teacher: bool = 
     """Load the space (validated before anything trains), the data and the teacher (trained once, cached)."""
     from ..train import Trainer, make_teacher_source, obtain_teacher, resolve_device
 
+    from .. import models
+
     space = SearchSpace.load(cfg.space_path)
     device = resolve_device(cfg.device)
     data = cfg.data.create(cfg.base_dir)
+    # validate the space against the study's models before anything trains
+    probe = models.create(cfg.teacher.name, data.num_classes, in_channels=data.input_shape[0], **cfg.teacher.kwargs)
+    space.check_models(models.shapes(probe, data.input_shape), data.num_classes, data.input_shape)
+    del probe
     teacher, info = (None, {})
     source = None
     if need_teacher:

@@ -50,8 +50,8 @@ def test_conditional_parameters_only_when_parent_chosen():
         t = study.ask()
         r = space.suggest(t)
         study.tell(t, 0.0)
-        used = t.params["term0.use"]
-        assert ("term0.kd.temperature" in t.params) == used == bool(r.terms)
+        used = t.params["terms.0.use"]
+        assert ("terms.0.kd.temperature" in t.params) == used == bool(r.terms)
         assert ("student.cnn.width" in t.params) == (t.params["student"] == "cnn")
 
 
@@ -62,7 +62,7 @@ def test_parameter_names_are_stable_across_processes():
             "print(sorted(t.params.items()))")
     a = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     b = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert a == b and "term0.kd.temperature" in a
+    assert a == b and "terms.0.kd.temperature" in a
 
 
 BAD = [
