@@ -252,7 +252,7 @@ def space_show(path: Path = typer.Argument(..., help="search space YAML")) -> No
     from .search.space import SearchSpace
 
     sp = SearchSpace.load(path)
-    console.print(sp.describe(), highlight=False, soft_wrap=True)
+    console.print(sp.describe(), highlight=False, soft_wrap=True, markup=False)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     frequency,
     jacobian,
     logit,
+    primitives,
     relation,
 )
 from .base import LOSSES, DistillLoss, HParam, Pairs, register

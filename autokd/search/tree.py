@@ -43,7 +43,7 @@ class Decision:
             values = range(int(self.param.low), int(self.param.high) + 1, step)
             return sum(count_configurations(self.children.get(v, [])) for v in values)
         if isinstance(self.param, Fixed):
-            return count_configurations(self.children.get(self.param.value, []))
+            return count_configurations(self.children.get(self.param.value, [])) if self.children else 1
         return 1
 
 
@@ -63,12 +63,13 @@ def render_tree(decisions: list[Decision], indent: str = "") -> list[str]:
     lines: list[str] = []
     for d in decisions:
         if isinstance(d.param, Fixed):  # not a decision, but what it implies may be
-            lines += render_tree(d.children.get(d.param.value, []), indent)
+            if d.children:
+                lines += render_tree(d.children.get(d.param.value, []), indent)
             continue
         lines.append(f"{indent}{d.name}: {d.param}")
         for choice, kids in d.children.items():
-            shown = [k for k in kids if not isinstance(k.param, Fixed)]
-            if shown:
-                lines.append(f"{indent}  [{d.name} = {choice}]")
-                lines += render_tree(shown, indent + "    ")
+            sub = render_tree(kids, indent + "    ")
+            if sub:
+                lines.append(f"{indent}  if {d.name} = {choice}:")
+                lines += sub
     return lines

@@ -18,9 +18,12 @@ SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_shipped_spaces_sample_runnable_recipes(path):
+    """100 random suggestions all build into runnable recipes: student + losses + connectors do a
+    forward/backward on a small batch."""
     space = SearchSpace.load(path)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     teacher = models.create("cnn", 10, in_channels=1, width=8)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     seen = set()
     for _ in range(100):
         trial = study.ask()
@@ -28,15 +31,12 @@ def test_shipped_spaces_sample_runnable_recipes(path):
         study.tell(trial, 0.0)
         seen.add(tuple(sorted(trial.params.items())))
         assert set(trial.params) <= set(space.parameters())
-    assert len(seen) == 100  # continuous parameters: every suggestion differs
-    # the last few recipes really run: forward/backward on a small batch
-    for t in study.trials[-3:]:
-        recipe = space.suggest(optuna.trial.FixedTrial(t.params))
         student = recipe.build_student(10, 1)
-        d = Distiller(teacher, student, recipe, input_shape=(1, 8, 8))
-        out = d(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+        d = Distiller(teacher, student, recipe, input_shape=(1, 8, 8), context={"num_samples": 8})
+        out = d(x, y, index=torch.arange(8))
         out["loss"].backward()
-        assert torch.isfinite(out["loss"])
+        assert torch.isfinite(out["loss"]), recipe.describe()
+    assert len(seen) >= min(20, space.count_configurations())
 
 
 def test_conditional_parameters_only_when_parent_chosen():

@@ -22,6 +22,8 @@ def reachable(decisions, params):
     out = set()
     for d in decisions:
         if isinstance(d.param, Fixed):
+            if not d.children:
+                continue
             value = d.param.value
         else:
             out.add(d.name)
