@@ -27,9 +27,8 @@ class StudyContext:
 
 def prepare(cfg: StudyConfig, *, log=print, on_epoch=None, need_teacher: bool = True) -> StudyContext:
     """Load the space (validated before anything trains), the data and the teacher (trained once, cached)."""
-    from ..train import Trainer, make_teacher_source, obtain_teacher, resolve_device
-
     from .. import models
+    from ..train import Trainer, make_teacher_source, obtain_teacher, resolve_device
 
     space = SearchSpace.load(cfg.space_path)
     device = resolve_device(cfg.device)
