@@ -65,21 +65,39 @@ def test_parameter_names_are_stable_across_processes():
     assert a == b and "terms.0.kd.temperature" in a
 
 
+S = {"student": ["cnn_w2"]}
 BAD = [
     ({"student": []}, "student: empty choice list"),
     ({"student": ["cnn_w44"]}, "unknown model 'cnn_w44'"),
-    ({"student": ["cnn_w2"], "terms": [{"loss": "kdd"}]}, "did you mean 'kd'"),
-    ({"student": ["cnn_w2"], "terms": [{"loss": "kd", "params": {"temp": 3}}]}, "no hyper-parameter 'temp'"),
-    ({"student": ["cnn_w2"], "ce_weight": {"low": 1, "high": 0.1}}, "inverted range"),
-    ({"student": ["cnn_w2"], "ce_weight": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
-    ({"student": ["cnn_w2"], "optim": {"lrr": 0.1}}, "optim.lrr: unknown field"),
-    ({"student": ["cnn_w2"], "optim": {"lr": -1.0}}, "optim.lr"),
-    ({"student": ["cnn_w2"], "scheme": "eskdd"}, "unknown scheme"),
-    ({"student": ["cnn_w2"], "terms": [{"loss": "kd", "weight": []}]}, "empty choice list"),
-    ({"student": ["cnn_w2"], "terms": [{"loss": "kd", "wieght": 1}]}, "wieght: unknown field"),
-    ({"student": ["cnn_w2"], "colour": 1}, "colour: unknown field"),
+    ({"student": [{"name": "cnn", "kwargs": {"widht": 2}}]}, "kwargs.widht: model 'cnn' has no parameter 'widht'"),
+    ({"student": [{"name": "cnn", "kwargs": {"width": 2}}, {"name": "cnn", "kwargs": {"width": 2}}]}, "duplicate"),
+    ({**S, "terms": [{"loss": "kdd"}]}, "did you mean 'kd'"),
+    ({**S, "terms": [{"loss": "kd", "params": {"temp": 3}}]}, "no hyper-parameter 'temp'"),
+    ({**S, "terms": [{"loss": "kd", "params": {"temperature": "hot"}}]}, "temperature must be a number"),
+    ({**S, "ce_weight": {"low": 1, "high": 0.1}}, "inverted range"),
+    ({**S, "ce_weight": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
+    ({**S, "ce_weight": -1}, "ce_weight: must be a number >= 0"),
+    ({**S, "optim": {"lrr": 0.1}}, "optim.lrr: unknown field"),
+    ({**S, "optim": {"lr": -1.0}}, "optim.lr"),
+    ({**S, "optim": {"batch_size": [32, 0]}}, "optim.batch_size"),
+    ({**S, "scheme": "eskdd"}, "unknown scheme"),
+    ({**S, "scheme": {"choices": {"standard": {"alpha": 1}}}}, "scheme 'standard' has no parameter 'alpha'"),
+    ({**S, "terms": [{"loss": "kd", "weight": []}]}, "empty choice list"),
+    ({**S, "terms": [{"loss": "kd", "weight": -0.5}]}, "weight: must be a number >= 0"),
+    ({**S, "terms": [{"loss": "kd", "wieght": 1}]}, "wieght: unknown field"),
+    ({**S, "terms": [{"loss": []}]}, "empty choice of losses"),
+    ({**S, "terms": [{"loss": "kd", "pairs": "auto"}]}, "takes no layer pairs"),
+    ({**S, "terms": {"pick": {"min": 3, "max": 1}, "from": ["kd"]}}, "min <= max"),
+    ({**S, "terms": {"pick": {"min": 1, "max": 2}, "from": []}}, "terms.from: empty choice of losses"),
+    ({**S, "terms": {"pick": {"min": 1}, "form": ["kd"]}}, "a pick needs exactly 'pick' and 'from'"),
+    ({**S, "terms": {"pick": {"min": 1, "max": 1}, "from": {"kd": {"colour": 1}}}}, "kd.colour: unknown field"),
+    ({**S, "colour": 1}, "colour: unknown field"),
+    ({**S, "version": 2}, "unsupported version"),
+    ({**S, "temperature": 0}, "temperature: must be > 0"),
+    ({**S, "budget": {"epochs": 3}, "optim": {"epochs": 4}}, "given twice"),
     ({"terms": []}, "student: required"),
-    ({"student": ["cnn_w2"], "ce_weight": {"low": 0.1}}, "a range needs low and high"),
+    ({**S, "ce_weight": {"low": 0.1}}, "a range needs low and high"),
+    ({**S, "optim": {"lr": {"choices": []}}}, "empty choice list"),
 ]
 
 
@@ -88,3 +106,26 @@ def test_invalid_spaces_fail_at_load_with_one_line(d, match):
     with pytest.raises(ConfigError, match=match) as e:
         SearchSpace.from_dict(d, source="bad.yaml")
     assert str(e.value).startswith("bad.yaml") and "\n" not in str(e.value)
+
+
+def test_invalid_catalogue_is_large_enough():
+    assert len(BAD) >= 20
+
+
+def test_malformed_yaml_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("student: [cnn_w2\nterms: {")
+    with pytest.raises(ConfigError, match=r"bad.yaml: malformed YAML \(line"):
+        SearchSpace.load(p)
+
+
+def test_pairs_out_of_range_for_the_study_models():
+    from autokd.losses.base import LOSSES
+
+    feature_losses = [n for n in LOSSES.names() if "feats" in LOSSES.get(n).needs and n != "generic"]
+    name = feature_losses[0] if feature_losses else "generic"
+    sp = SearchSpace.from_dict({"student": ["cnn_w2"], "terms": [{"loss": name, "pairs": [[0, 9]]}]},
+                               source="s.yaml")
+    teacher = models.create("cnn", 10, in_channels=1, width=8)
+    with pytest.raises(ConfigError, match=r"s.yaml: terms.*pairs: \(0, 9\) out of range; the teacher has stages 0..2"):
+        sp.check_models(models.shapes(teacher, (1, 8, 8)), 10, (1, 8, 8))
