@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, UnknownNameError
 from .recipe import _yaml_where, format_validation_error
 
-__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "SearchSpec", "FinalSpec", "load_yaml"]
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec", "load_yaml"]
 
 
 class _Strict(BaseModel):
@@ -79,7 +79,30 @@ SAMPLERS = ("random", "tpe", "cmaes", "nsga2", "mcts", "evolution")
 PRUNERS = ("none", "median", "sha", "hyperband")
 
 
+class PrescreenSpec(_Strict):
+    """Prune a trial before training when its zero-cost proxy score falls below the running ``1 - keep``
+    quantile of the scores seen so far (after ``warmup`` scored trials)."""
+
+    proxy: str = "diswot"
+    keep: float = Field(0.25, gt=0, le=1)
+    warmup: int = Field(20, ge=0)
+    batch_size: int = Field(64, ge=2)
+
+
+class DiswotSpec(_Strict):
+    """``search.mode: diswot``: training-free search over student architectures maximising a proxy, then KD
+    training of the top-k."""
+
+    proxy: str = "diswot"
+    method: Literal["random", "evolution"] = "evolution"
+    candidates: int = Field(200, ge=1, description="proxy evaluations (training-free)")
+    top_k: int = Field(3, ge=1, description="candidates KD-trained afterwards")
+    population: int = Field(20, ge=2)
+    batch_size: int = Field(64, ge=2)
+
+
 class SearchSpec(_Strict):
+    mode: Literal["search", "diswot"] = "search"
     backend: Literal["optuna", "ray"] = "optuna"
     sampler: str = "tpe"
     sampler_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -93,6 +116,8 @@ class SearchSpec(_Strict):
     baseline_temperature: float = Field(4.0, gt=0)
     baseline_kd_weight: float = Field(0.9, ge=0)
     baseline_ce_weight: float = Field(0.1, ge=0)
+    prescreen: PrescreenSpec | None = None
+    diswot: DiswotSpec = Field(default_factory=DiswotSpec)
 
     @field_validator("sampler")
     @classmethod
