@@ -113,6 +113,9 @@ class SearchSpec(_Strict):
     storage: str | None = None
     epochs: int | None = Field(None, ge=1, description="epoch budget per trial (overrides the space's)")
     baselines: bool = True
+    baseline_students: int = Field(
+        4, ge=1, description="enqueue the CE-only and KD baselines for each student choice of the space when it "
+        "has at most this many (else for the first), so every trial is compared with its own student")
     baseline_temperature: float = Field(4.0, gt=0)
     baseline_kd_weight: float = Field(0.9, ge=0)
     baseline_ce_weight: float = Field(0.1, ge=0)

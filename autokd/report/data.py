@@ -141,6 +141,18 @@ def _baseline_trials(view: _View, complete_only: bool = True) -> dict[str, Froze
     return out
 
 
+def _matched_base(view: _View, t: FrozenTrial, tag: str) -> float | None:
+    """Objective value of the completed ``tag`` baseline trained with the same student as ``t`` (studies
+    enqueue one per student choice), else of the first completed ``tag`` baseline."""
+    done = [b for b in view.trials
+            if _baseline(b) == tag and b.state == TrialState.COMPLETE and _obj(b) is not None]
+    if not done:
+        return None
+    student = t.user_attrs.get("student")
+    same = [b for b in done if student is not None and b.user_attrs.get("student") == student]
+    return _obj((same or done)[0])
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and value:
         for k, v in value.items():
@@ -232,13 +244,12 @@ def leaderboard(
     """Complete trials, best first (objective 0; ties by trial number), top ``k``.
 
     Rows: rank, number, value, values, baseline, is_baseline, gain_vs_ce, gain_vs_kd (improvement over the
-    completed baseline, positive = better; None without it), student, n_params, flops, latency_ms, epochs,
+    completed baseline with the same student if there is one, else the first; positive = better; None
+    without it), student, n_params, flops, latency_ms, epochs,
     train_time_s, seed, duration_s, params (dict). With ``include_baselines`` the baselines are appended
     (with their true rank) when they fall outside the top ``k``.
     """
     view = _view(study, directions)
-    bases = _baseline_trials(view)
-    base_values = {tag: (_obj(t) if t is not None else None) for tag, t in bases.items()}
     ranked = _ranked(view)
     chosen = [
         (i, t) for i, t in enumerate(ranked) if i < k or (include_baselines and _baseline(t) in BASELINES)
@@ -256,8 +267,8 @@ def leaderboard(
                 "values": list(t.values),
                 "baseline": tag,
                 "is_baseline": tag is not None,
-                "gain_vs_ce": _gain(v, base_values["ce"], view.maximize),
-                "gain_vs_kd": _gain(v, base_values["kd"], view.maximize),
+                "gain_vs_ce": _gain(v, _matched_base(view, t, "ce"), view.maximize),
+                "gain_vs_kd": _gain(v, _matched_base(view, t, "kd"), view.maximize),
                 "student": ua.get("student", t.params.get("student")),
                 "n_params": ua.get("params"),
                 "flops": ua.get("flops"),
@@ -523,8 +534,8 @@ def summary(study: StudyLike, directions: Sequence[DirectionLike] | None = None)
         best_searched = {
             "number": searched.number,
             "value": v,
-            "gain_vs_ce": _gain(v, base_values["ce"], view.maximize),
-            "gain_vs_kd": _gain(v, base_values["kd"], view.maximize),
+            "gain_vs_ce": _gain(v, _matched_base(view, searched, "ce"), view.maximize),
+            "gain_vs_kd": _gain(v, _matched_base(view, searched, "kd"), view.maximize),
         }
     baselines = {
         tag: None if t is None else {"number": t.number, "state": t.state.name, "value": base_values[tag]}

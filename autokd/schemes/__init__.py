@@ -1,12 +1,19 @@
-"""Training schemes (change the loop, not the loss)."""
+"""Training schemes (change the loop, not the loss). Add one by subclassing :class:`Scheme` (override its
+hooks) and decorating it with ``@register`` in a module imported below."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import ban, dot, online, schedules, takd  # noqa: F401  (importing registers the schemes)
 from .base import SCHEMES, Scheme, make_optimizer, register
+from .dot import DOTOptimizer
 
-__all__ = ["SCHEMES", "Scheme", "register", "create", "names", "make_optimizer"]
+__all__ = ["SCHEMES", "Scheme", "register", "create", "names", "get", "make_optimizer", "DOTOptimizer"]
+
+
+def get(name: str) -> type[Scheme]:
+    return SCHEMES.get(name, where="scheme.name")
 
 
 def create(name: str, **params: Any) -> Scheme:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, close_matches
+from ..outputs import Outputs
 from ..registry import Registry
 
 __all__ = ["Scheme", "SCHEMES", "register", "make_optimizer"]
@@ -34,30 +36,88 @@ def make_optimizer(params, optim) -> torch.optim.Optimizer:
 class Scheme:
     """Base scheme (``standard``): loss = CE weight × CE + Σ term weight × term, one optimiser.
 
-    Hooks a scheme may override (the trainer calls them and has no per-scheme branches):
-    ``setup``, ``build_optimizer``, ``term_scales`` (per-term multiplier for an epoch),
-    ``teacher_outputs`` (replace the teacher's outputs for a batch), ``backward_step``,
-    ``on_epoch_end``.
+    A scheme changes the trainer's loop only through these hooks (the trainer has no per-scheme branches);
+    the trainer calls them in this order:
+
+    - ``setup(**context)`` once, before training (context: ``distiller``, ``recipe``, ``data``, ``device``,
+      ``epochs``, ``teacher``, ``teacher_source``, ``cache_dir``, ``trainer``). Runs under a forked RNG, so
+      helpers trained or loaded here (TAKD's assistant, BAN's generations) never change the student's run.
+    - ``wrap_loader(loader)`` once: the training batches ``(x, y, idx)``; must keep ``len()`` = steps/epoch.
+    - ``extra_parameters()``: parameters of helper models the default optimiser also updates (DML's peers).
+    - ``build_optimizer(distiller, optim)`` once.
+    - per epoch: ``term_scales(epoch, total, keys)`` (per-term multiplier; 0 switches a term off for the
+      epoch), then ``on_epoch_start(epoch, total, steps_per_epoch)``;
+    - per step: ``teacher_outputs(x, idx, default)`` (only when a term is active; ``default()`` returns
+      the teacher source's outputs), the distiller's losses, ``extra_losses(x, y, idx, losses)`` (weighted
+      tensors added to ``"loss"`` and, unless their key is in ``helper_loss_keys``, to ``"distill"``),
+      ``backward_step(losses, optimizer)``, the LR-scheduler step, ``after_step()``;
+    - ``on_epoch_end(epoch, total)``.
     """
 
     name: ClassVar[str] = "standard"
     paper: ClassVar[str] = "-"
     params_spec: ClassVar[dict[str, Any]] = {}
+    #: keys of ``extra_losses`` that train helper models (added to ``"loss"`` but not to ``"distill"``)
+    helper_loss_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.params_spec)
+        unknown = sorted(set(params) - set(self.params_spec))
         if unknown:
+            k = unknown[0]
             allowed = ", ".join(sorted(self.params_spec)) or "none"
-            raise ConfigError(f"scheme {self.name!r} has no parameter {sorted(unknown)[0]!r}; allowed: {allowed}")
-        self.params = {**{k: v.default for k, v in self.params_spec.items()}, **params}
+            hint = close_matches(k, self.params_spec)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"scheme {self.name!r} has no parameter {k!r}{did}; allowed: {allowed}")
+        values = {k: v.default for k, v in self.params_spec.items()}
+        for k, v in params.items():
+            values[k] = self._check_value(k, v)
+        self.params = values
 
+    @classmethod
+    def _check_value(cls, key: str, value: Any) -> Any:
+        spec = cls.params_spec[key]
+        kind = getattr(spec, "kind", None)
+        where = f"scheme {cls.name!r}: {key}"
+        if kind in ("float", "int"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            if kind == "int":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ConfigError(f"{where} must be an integer, got {value!r}")
+                return int(value)
+            return float(value)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+            return value
+        choices = getattr(spec, "choices", None)
+        if choices and value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+
+    # -- hooks ----------------------------------------------------------------------------------
     def setup(self, **context: Any) -> None:
         pass
 
+    def wrap_loader(self, loader: Any) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
+        return loader
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        return []
+
     def build_optimizer(self, distiller: nn.Module, optim) -> torch.optim.Optimizer:
-        return make_optimizer(distiller.trainable_parameters(), optim)
+        return make_optimizer(list(distiller.trainable_parameters()) + list(self.extra_parameters()), optim)
 
     def term_scales(self, epoch: int, total_epochs: int, keys: list[str]) -> dict[str, float]:
+        return {}
+
+    def on_epoch_start(self, epoch: int, total_epochs: int, steps_per_epoch: int) -> None:
+        pass
+
+    def teacher_outputs(self, x: Tensor, idx: Tensor, default: Callable[[], Outputs | None]) -> Outputs | None:
+        return default()
+
+    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, losses: dict[str, Tensor]) -> dict[str, Tensor]:
         return {}
 
     def backward_step(self, losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
@@ -65,11 +125,19 @@ class Scheme:
         losses["loss"].backward()
         optimizer.step()
 
+    def after_step(self) -> None:
+        pass
+
     def on_epoch_end(self, epoch: int, total_epochs: int) -> None:
         pass
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
 
 def register(cls: type[Scheme]) -> type[Scheme]:
+    if not cls.__doc__:
+        raise ValueError(f"{cls.__name__} needs a docstring citing its paper")
     SCHEMES.add(cls.name, cls, paper=cls.paper)
     return cls
 

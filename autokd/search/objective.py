@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..recipe import Recipe
+from ..recipe import Recipe, StudentSpec
 from ..train.trainer import TrainingDiverged
 
 __all__ = ["Objective", "BASELINE_ATTR"]
@@ -29,7 +29,9 @@ class Objective:
         cfg, space = self.ctx.cfg, self.ctx.space
         kind = trial.user_attrs.get(BASELINE_ATTR)
         if kind:
-            recipe = space.baseline(kind, temperature=cfg.search.baseline_temperature,
+            student = trial.user_attrs.get("baseline_student")
+            recipe = space.baseline(kind, student=StudentSpec(**student) if student else None,
+                                    temperature=cfg.search.baseline_temperature,
                                     kd_weight=cfg.search.baseline_kd_weight,
                                     ce_weight=cfg.search.baseline_ce_weight)
         else:

@@ -297,6 +297,12 @@ class SearchSpace:
         return Recipe(student=student, ce_weight=ce_weight, terms=terms, scheme=SchemeSpec(name=name, params=sparams),
                       optim=optim)
 
+    def baseline_students(self, max_n: int = 4) -> list[StudentSpec]:
+        """Students to run baselines for: every student choice (at its midpoint) when there are at most
+        ``max_n``, else the first."""
+        chosen = self.students if len(self.students) <= max_n else self.students[:1]
+        return [s.midpoint() for s in chosen]
+
     def default_student(self) -> StudentSpec:
         return self.students[0].midpoint()
 

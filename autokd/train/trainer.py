@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class FitResult:
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: bool = False  # True when the report callback asked to stop (pruned)
+    scheme: Any = None  # the fitted Scheme (its helpers: TAKD's assistant, DML's peers, the EMA teacher, ...)
 
 
 @torch.no_grad()
@@ -114,6 +116,24 @@ def _scheduler(opt: torch.optim.Optimizer, optim, steps_per_epoch: int, epochs: 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _rng_devices(dev: torch.device) -> list[int]:
+    if dev.type != "cuda":
+        return []
+    return [dev.index if dev.index is not None else torch.cuda.current_device()]
+
+
+def _add_extra_losses(losses: dict[str, torch.Tensor], scheme, extra: dict[str, torch.Tensor]) -> None:
+    """Add a scheme's extra (already weighted) loss terms: each to ``"loss"``, and to ``"distill"`` unless it
+    trains a helper model (``scheme.helper_loss_keys``); logged under its own key."""
+    for k, v in extra.items():
+        if k in losses:
+            raise ConfigError(f"scheme {scheme.name!r}: its loss term {k!r} clashes with a recipe term's key")
+        losses[k] = v
+        if k not in scheme.helper_loss_keys:
+            losses["distill"] = losses["distill"] + v
+        losses["loss"] = losses["loss"] + v
+
+
 class Trainer:
     """Trains students on one dataset, with one teacher source, for many recipes.
 
@@ -167,15 +187,21 @@ class Trainer:
                    "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir}
         distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms,
                               context=context).to(dev)
-        scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs,
-                     teacher=self.teacher, cache_dir=self.cache_dir, trainer=self)
-        train_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
+        # helpers a scheme trains or loads in setup (TAKD's assistant, BAN's generations, DML's peers) draw
+        # from a forked RNG: the student's run is the same whether they were trained or loaded from cache
+        with torch.random.fork_rng(devices=_rng_devices(dev)):
+            scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs,
+                         teacher=self.teacher, teacher_source=self.teacher_source, cache_dir=self.cache_dir,
+                         trainer=self)
+        base_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
         for t in distiller.terms:  # optional per-method stage before training (e.g. FT's paraphraser)
-            t.loss.pretrain(teacher_model=self.teacher, loader=train_loader, device=dev, epochs=epochs)
+            t.loss.pretrain(teacher_model=self.teacher, loader=base_loader, device=dev, epochs=epochs)
+        train_loader = scheme.wrap_loader(base_loader)
         opt = scheme.build_optimizer(distiller, recipe.optim)
         model = distiller.inference_model()
         eval_loader = self.data.loader(eval_split, 512, shuffle=False)
-        sched = _scheduler(opt, recipe.optim, len(train_loader), epochs)
+        steps_per_epoch = len(train_loader)
+        sched = _scheduler(opt, recipe.optim, steps_per_epoch, epochs)
         keys = [t.key for t in distiller.terms]
         history: list[dict[str, float]] = []
         stopped = False
@@ -186,20 +212,24 @@ class Trainer:
             distiller.train()
             distiller.set_progress(epoch, epochs)
             scales = scheme.term_scales(epoch, epochs, keys)
+            scheme.on_epoch_start(epoch, epochs, steps_per_epoch)
             active = any(t.weight * scales.get(t.key, 1.0) != 0 for t in distiller.terms)
             sums: dict[str, float] = {}
             n_batches = 0
             for step, (x, y, idx) in enumerate(train_loader):
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 t_out = None
-                if active and self.teacher_source is not None:
-                    t_out = self.teacher_source.batch(x, idx, needs_feats=distiller.needs_feats)
+                if active:
+                    t_out = scheme.teacher_outputs(x, idx, partial(self._source_outputs, x, idx,
+                                                                   distiller.needs_feats))
                 losses = distiller(x, y, teacher_outputs=t_out, index=idx, term_scales=scales)
+                _add_extra_losses(losses, scheme, scheme.extra_losses(x, y, idx, losses))
                 if not torch.isfinite(losses["loss"]):
                     vals = {k: float(v.detach()) for k, v in losses.items() if not k.startswith("_")}
                     raise TrainingDiverged(epoch, step, vals)
                 scheme.backward_step(losses, opt)
                 sched.step()
+                scheme.after_step()
                 for k, v in losses.items():
                     if not k.startswith("_"):
                         sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -228,7 +258,13 @@ class Trainer:
             metrics.update(measure_model(model, self.data.input_shape))
         else:
             metrics["params"] = count_params(model)
-        return FitResult(model, distiller, metrics, history, stopped)
+        return FitResult(model, distiller, metrics, history, stopped, scheme)
+
+    def _source_outputs(self, x: torch.Tensor, idx: torch.Tensor, needs_feats: bool):
+        """The teacher source's outputs for a batch (``None`` without a source: the distiller runs its teacher)."""
+        if self.teacher_source is None:
+            return None
+        return self.teacher_source.batch(x, idx, needs_feats=needs_feats)
 
     def test(self, model: nn.Module) -> float:
         """Accuracy on the test split; only for reporting a finished recipe, never for selection."""

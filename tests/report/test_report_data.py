@@ -243,3 +243,23 @@ def test_sqlite_storage(tmp_path):
     loaded = optuna.load_study(study_name="kd-test", storage=storage)
     assert [r["number"] for r in data.leaderboard(loaded)] == [6, 2, 1, 5, 0]
     assert data.summary(loaded)["counts"]["PRUNED"] == 2
+
+
+def test_gains_use_the_baseline_with_the_same_student():
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(direction="maximize")
+    for value, kind, student in [(0.80, "ce", "cnn(width=2)"), (0.85, "kd", "cnn(width=2)"),
+                                 (0.90, "ce", "cnn(width=4)"), (0.92, "kd", "cnn(width=4)")]:
+        study.add_trial(create_trial(value=value, state=TrialState.COMPLETE,
+                                     user_attrs={"baseline": kind, "student": student}))
+    dist = {"lr": FloatDistribution(0.01, 1)}
+    study.add_trial(create_trial(value=0.95, params={"lr": 0.1}, distributions=dist,
+                                 user_attrs={"student": "cnn(width=4)"}))
+    study.add_trial(create_trial(value=0.88, params={"lr": 0.2}, distributions=dist,
+                                 user_attrs={"student": "cnn(width=2)"}))
+    rows = {r["number"]: r for r in data.leaderboard(study)}
+    assert rows[4]["gain_vs_ce"] == pytest.approx(0.05) and rows[4]["gain_vs_kd"] == pytest.approx(0.03)
+    assert rows[5]["gain_vs_ce"] == pytest.approx(0.08) and rows[5]["gain_vs_kd"] == pytest.approx(0.03)

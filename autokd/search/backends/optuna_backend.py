@@ -63,17 +63,23 @@ def open_study(cfg, *, multi_objective: bool, sampler=None, pruner=None, epochs:
     return study
 
 
-def enqueue_baselines(study) -> list[str]:
-    """Enqueue the CE-only and plain-KD trials unless the study already has them (resume)."""
+def enqueue_baselines(study, students=None) -> list[tuple[str, str]]:
+    """Enqueue the CE-only and plain-KD trials (for each of ``students``, a list of ``StudentSpec``; default:
+    the space's first student) unless the study already has them (resume)."""
     import optuna
 
-    have = {t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)
-            if t.state != optuna.trial.TrialState.FAIL}
+    have = {(t.user_attrs.get(BASELINE_ATTR), t.user_attrs.get("baseline_student_label"))
+            for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL}
     added = []
-    for kind in BASELINES:
-        if kind not in have:
-            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: kind})
-            added.append(kind)
+    for spec in students or [None]:
+        label = spec.label() if spec is not None else None
+        for kind in BASELINES:
+            if (kind, label) not in have:
+                attrs = {BASELINE_ATTR: kind}
+                if spec is not None:
+                    attrs.update(baseline_student=spec.model_dump(mode="json"), baseline_student_label=label)
+                study.enqueue_trial({}, user_attrs=attrs)
+                added.append((kind, label))
     return added
 
 
@@ -93,7 +99,7 @@ def run_optuna(ctx, study, *, trials: int, timeout: float | None, epochs: int | 
 
     objective = Objective(ctx, epochs=epochs, multi_objective=multi_objective, progress=progress)
     if ctx.cfg.search.baselines:
-        enqueue_baselines(study)
+        enqueue_baselines(study, ctx.space.baseline_students(ctx.cfg.search.baseline_students))
     ok = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     pending_baselines = sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
                             if t.user_attrs.get(BASELINE_ATTR))

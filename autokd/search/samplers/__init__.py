@@ -61,3 +61,36 @@ def names() -> list[str]:
 
 def is_multi_objective(name: str) -> bool:
     return bool(SAMPLERS.meta(name).get("multi_objective"))
+
+
+# ---- tree-structured samplers (mcts.py, evolution.py); optuna is imported when one is created ----
+def _mcts(seed, **kw):
+    from .mcts import MCTSSampler
+
+    return MCTSSampler(seed=seed, **kw)
+
+
+def _evolution(seed, **kw):
+    from .evolution import EvolutionSampler
+
+    return EvolutionSampler(seed=seed, **kw)
+
+
+SAMPLERS.add("mcts", _mcts,
+             description="Monte Carlo tree search (UCT) over the categorical decisions, Parzen leaves (Auto-KD)")
+SAMPLERS.add("evolution", _evolution,
+             description="tournament evolution over the decision tree; diverged losses rejected (KD-Zero)")
+
+__all__ += ["MCTSSampler", "EvolutionSampler"]
+
+
+def __getattr__(name: str):
+    if name == "MCTSSampler":
+        from .mcts import MCTSSampler
+
+        return MCTSSampler
+    if name == "EvolutionSampler":
+        from .evolution import EvolutionSampler
+
+        return EvolutionSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

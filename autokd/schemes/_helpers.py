@@ -1,0 +1,143 @@
+"""Shared pieces of the schemes: soft-target KL, helper models trained once and cached like the teacher,
+fingerprints for cache keys, and re-fetching samples for a fresh augmented view."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..outputs import Outputs
+
+log = logging.getLogger("autokd.schemes")
+
+#: what a term may need when a scheme replaces the teacher by a logits-only model (assistant, generation)
+LOGIT_NEEDS = frozenset({"logits", "index", "input"})
+
+
+def soft_kl(student_logits: Tensor, target_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(softmax(target/T) ‖ softmax(student/T)), summed over classes, batch-mean, × T²."""
+    t = float(temperature)
+    log_p = F.log_softmax(student_logits.float() / t, dim=1)
+    log_q = F.log_softmax(target_logits.float() / t, dim=1)
+    return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (t * t)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Stable short hash of a model's class and weights (its identity in cache keys)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"|{k}:{t.dtype}:{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def recipe_identity(recipe) -> dict[str, Any]:
+    """The parts of a recipe that decide a trained model (provenance, timestamps included, are dropped)."""
+    return recipe.model_dump(mode="json", exclude={"provenance"})
+
+
+def require_logit_terms(scheme: str, distiller, what: str) -> None:
+    """Raise a one-line ConfigError unless every term of ``distiller`` is logit-level (see ``LOGIT_NEEDS``)."""
+    if not len(distiller.terms):
+        raise ConfigError(f"scheme {scheme!r} needs at least one distillation term (e.g. kd) in the recipe")
+    for t in distiller.terms:
+        bad = sorted(set(t.loss.needs) - LOGIT_NEEDS)
+        if bad:
+            raise ConfigError(
+                f"scheme {scheme!r}: term {t.key!r} needs the teacher's {', '.join(bad)}, but {what} replaces "
+                f"the teacher at the logit level only; use logit-level terms (needs within "
+                f"{', '.join(sorted(LOGIT_NEEDS))})"
+            )
+
+
+class MeanLogits(nn.Module):
+    """A frozen ensemble whose logits are the mean of its members' logits (BAN's ensemble teacher)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+    def forward_outputs(self, x: Tensor) -> Outputs:
+        return Outputs(logits=self.forward(x))
+
+
+def fetch_batch(dataset, idx: Tensor) -> Tensor:
+    """The inputs of samples ``idx`` of ``dataset`` loaded again (a fresh draw of a random train transform)."""
+    from ..data.loading import ArrayDataset, IndexedDataset
+
+    base = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
+    ids = idx.detach().cpu().long()
+    if isinstance(base, ArrayDataset) and base.transform is None:
+        return base.x[ids]
+    return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in ids.tolist()])
+
+
+def trained_helper(
+    kind: str,
+    recipe,
+    key_obj: dict[str, Any],
+    *,
+    data,
+    teacher: nn.Module,
+    teacher_source,
+    device: torch.device,
+    epochs: int,
+    cache_dir: Path | None,
+    events: list[str],
+) -> tuple[nn.Module, str]:
+    """Return ``(model, key)``: a model trained by ``Trainer.fit(recipe)`` (its scheme must be ``standard``)
+    from ``teacher``, stored once as ``cache_dir/<kind>-<key>.pt`` where ``key`` hashes ``key_obj``; later calls
+    with the same key load it (``torch.load(weights_only=True)``) instead of training. Without ``cache_dir``
+    it is trained on every call. ``events`` receives one line per action ("<kind>: trained …" / "loaded …")."""
+    from ..train.teacher import config_hash, make_teacher_source
+    from ..train.trainer import Trainer
+
+    key = config_hash({**key_obj, "kind": kind, "v": 1})
+    model = recipe.build_student(data.num_classes, data.input_shape[0])
+    model.arch_name = recipe.student.name
+    path = Path(cache_dir) / f"{kind}-{key}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("config_hash") == key:
+                model.load_state_dict(blob["state_dict"])
+                events.append(f"{kind}: loaded {path} (config hash {key})")
+                log.info(events[-1])
+                return model.to(device).eval().requires_grad_(False), key
+        except Exception:  # a corrupt cache entry is retrained, never trusted
+            pass
+    if teacher_source is None:
+        teacher_source = make_teacher_source("auto", teacher, data, device, cache_dir=cache_dir, key=f"{kind}-{key}")
+    trainer = Trainer(data, teacher=teacher, teacher_source=teacher_source, device=device, cache_dir=cache_dir)
+    res = trainer.fit(recipe, epochs=epochs, measure=False)
+    model = res.student
+    model.arch_name = recipe.student.name
+    metrics = {"val_acc": res.metrics["val_acc"], "epochs": epochs}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "config_hash": key, "config": key_obj, "metrics": metrics}, tmp)
+        tmp.replace(path)
+    events.append(f"{kind}: trained for {epochs} epochs (val acc {metrics['val_acc']:.4f})"
+                  + (f", saved {path}" if path is not None else ", not cached (no cache_dir)"))
+    log.info(events[-1])
+    return model.to(device).eval().requires_grad_(False), key
+
+
+def helper_source(model: nn.Module, data, device: torch.device, cache_dir: Path | None, key: str):
+    """A teacher source over a frozen helper model: its logits cached by sample index when the training
+    transform is deterministic, else computed online."""
+    from ..train.teacher import make_teacher_source
+
+    return make_teacher_source("auto", model, data, device, cache_dir=cache_dir, key=key)

@@ -1,0 +1,183 @@
+"""Evolutionary search over a define-by-run decision tree with loss rejection (KD-Zero, NeurIPS 2023)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from ..tree import Decision
+from .mcts import _Record, _TreeInfo, build_records, contains, fetch, refuse_multi_objective, uniform
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+    from ..space import SearchSpace
+
+__all__ = ["EvolutionSampler", "PARENTS_ATTR"]
+
+PARENTS_ATTR = "evolution:parents"  # trial system attribute: the numbers of the trial's two parents
+
+
+class EvolutionSampler(BaseSampler):
+    """Tournament-selection evolution over the decision tree of a define-by-run objective (KD-Zero).
+
+    **Generations.** Until ``population_size`` searched trials have finished (or while no trial has
+    completed) trials are sampled uniformly at random (log-uniform on log ranges). After that each new
+    trial is a child: the *population* is the ``population_size`` best completed trials (elitist,
+    rebuilt from the storage every trial, so workers and resumed studies share it); two parents are
+    drawn by tournaments (``tournament_size`` distinct members at random, the best wins), and recorded
+    in the trial's system attribute ``"evolution:parents"``.
+
+    **Crossover** (probability ``crossover_prob``, otherwise the child copies parent 1): uniform over
+    the decision tree, decided as the objective suggests each parameter: the child takes the value of
+    one of the parents, chosen at random, among those whose path reaches the decision: they suggested
+    that parameter (define-by-run names are stable functions of the decisions above them, as in autokd
+    spaces), with a value the current distribution contains. When neither parent reached it (the child
+    took a branch that only it has, after a mutation) the value is drawn at random.
+    **Mutation**: each decision is then, with probability ``mutation_prob``, resampled from its
+    distribution; a branching decision (categorical, or an integer with children in a declared
+    ``space``/``tree``, e.g. ``terms.n``) mutates to another branch than the inherited one.
+
+    **Loss rejection.** Only COMPLETE trials can be parents. A trial whose loss blew up is pruned through
+    the normal pruner path (the trainer raises on a non-finite loss, the objective turns it into
+    ``optuna.TrialPruned`` with ``prune_reason`` "training diverged..."), so it is rejected: never a
+    parent. Trials pruned for low intermediate accuracy and failed trials are never parents either.
+    Param-less trials (autokd's baselines) are ignored. Multi-objective studies raise ``ValueError``.
+
+    Seeded and deterministic; picklable (the storage cache is dropped on pickling; the random state and
+    the parents of an in-flight trial are kept, and also read back from the trial's system attributes).
+
+    Args:
+        population_size: the number of best completed trials forming the population (>= 2); also the
+            number of random trials that start the search.
+        tournament_size: contestants per tournament (1 = random parent; >= population_size = the best).
+        mutation_prob: probability that each decision is resampled.
+        crossover_prob: probability that a child mixes both parents (otherwise copies parent 1).
+        space: an autokd ``SearchSpace`` (or a path to its YAML). Optional: define-by-run already says
+            which decisions a parent reached; the declared tree only marks which integers branch.
+        tree: a declared decision tree (``SearchSpace.tree()``), instead of ``space``.
+        seed: seed of the random state.
+    """
+
+    def __init__(self, *, population_size: int = 16, tournament_size: int = 3, mutation_prob: float = 0.1,
+                 crossover_prob: float = 0.9, space: SearchSpace | str | Path | None = None,
+                 tree: Sequence[Decision] | None = None, seed: int | None = None) -> None:
+        who = type(self).__name__
+        if not (isinstance(population_size, int) and population_size >= 2):
+            raise ValueError(f"{who}: population_size must be an integer >= 2, got {population_size!r}")
+        if not (isinstance(tournament_size, int) and tournament_size >= 1):
+            raise ValueError(f"{who}: tournament_size must be an integer >= 1, got {tournament_size!r}")
+        for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
+            if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+                raise ValueError(f"{who}: {name} must be in [0, 1], got {p!r}")
+        self._info = _TreeInfo(space, tree, who)
+        self.population_size = population_size
+        self.tournament_size = tournament_size
+        self.mutation_prob = float(mutation_prob)
+        self.crossover_prob = float(crossover_prob)
+        self._seed = seed
+        self._rng = np.random.RandomState(seed)
+        self._cache: tuple[tuple, list[_Record]] | None = None
+        self._plan: tuple[int, tuple[int, int] | None, bool] | None = None  # (trial, parents, crossover)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.RandomState()
+
+    # ---- Optuna's interface ------------------------------------------------------------------
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        refuse_multi_objective(study, type(self).__name__)
+        records = self._sync(study)
+        parents = self._select_parents(records, maximize=self._maximize(study))
+        crossover = parents is not None and bool(self._rng.uniform() < self.crossover_prob)
+        if parents is not None and not crossover:
+            parents = (parents[0], parents[0])
+        self._plan = (trial.number, parents, crossover)
+        if parents is not None:
+            study._storage.set_trial_system_attr(trial._trial_id, PARENTS_ATTR, list(parents))
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        refuse_multi_objective(study, type(self).__name__)
+        records = self._sync(study)
+        dist = param_distribution
+        parents = self._parents_of(trial)
+        if parents is None:
+            return uniform(dist, self._rng)
+        by_number = {r.number: r for r in records}
+        pool = [by_number[n] for n in dict.fromkeys(parents) if n in by_number]
+        reach = [r for r in pool if param_name in r.params and contains(dist, r.params[param_name])]
+        if reach:
+            value = reach[int(self._rng.randint(len(reach)))].params[param_name] if len(reach) > 1 \
+                else reach[0].params[param_name]
+        else:
+            value = uniform(dist, self._rng)
+        if self._rng.uniform() < self.mutation_prob:
+            value = self._mutate(param_name, dist, value)
+        return value
+
+    # ---- internals ------------------------------------------------------------------------------
+    @staticmethod
+    def _maximize(study: Study) -> bool:
+        return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    def _sync(self, study: Study) -> list[_Record]:
+        finished, _ = fetch(study)
+        key = (study.study_name, len(finished), finished[-1].number if finished else -1)
+        if self._cache is None or self._cache[0] != key:
+            records, _, _ = build_records(finished, self._maximize(study), self._info)
+            self._cache = (key, records)
+        return self._cache[1]
+
+    def population(self, records: Sequence[_Record], maximize: bool) -> list[_Record]:
+        """The ``population_size`` best completed trials (pruned, diverged and failed ones excluded)."""
+        ok = [r for r in records if r.state == TrialState.COMPLETE and r.value is not None
+              and math.isfinite(r.value)]
+        sign = -1.0 if maximize else 1.0
+        ok.sort(key=lambda r: (sign * r.value, r.number))
+        return ok[: self.population_size]
+
+    def _select_parents(self, records: Sequence[_Record], maximize: bool) -> tuple[int, int] | None:
+        pop = self.population(records, maximize)
+        if len(records) < self.population_size or not pop:
+            return None
+        k = min(self.tournament_size, len(pop))
+
+        def tournament() -> int:
+            idx = self._rng.choice(len(pop), size=k, replace=False)
+            return int(pop[int(min(idx))].number)  # pop is sorted best first
+
+        return tournament(), tournament()
+
+    def _parents_of(self, trial: FrozenTrial) -> tuple[int, ...] | None:
+        if self._plan is not None and self._plan[0] == trial.number:
+            return self._plan[1]
+        stored = trial.system_attrs.get(PARENTS_ATTR)  # a sampler unpickled or swapped mid-trial
+        return tuple(int(n) for n in stored) if stored else None
+
+    def _mutate(self, name: str, dist: BaseDistribution, value: Any) -> Any:
+        if self._info.is_branching(name, dist):  # a structural decision: mutate to another branch
+            choices = self._info.choices(name, dist)
+            others = [c for c in choices if not (type(c) is type(value) and c == value)]
+            if others:
+                return others[int(self._rng.randint(len(others)))]
+        return uniform(dist, self._rng)

@@ -1,0 +1,69 @@
+"""Every sampler and pruner runs a tiny digits study; resume, baselines and multi-objective are honoured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autokd.config import StudyConfig
+from autokd.search.run import best_trial, search
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path, name, sampler="random", pruner="none", trials=2, **search_kw):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""
+name: {name}
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {ROOT / 'search_spaces' / 'digits.yaml'}
+search: {{sampler: {sampler}, pruner: {pruner}, trials: {trials}, epochs: 2, baseline_students: 1}}
+""")
+    return StudyConfig.load(path)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("backend")
+
+
+@pytest.mark.parametrize("sampler, pruner", [("random", "none"), ("tpe", "median"), ("cmaes", "sha"),
+                                             ("random", "hyperband"), ("nsga2", "none")])
+def test_sampler_and_pruner_run(tmp, sampler, pruner):
+    cfg = _cfg(tmp, f"{sampler}_{pruner}", sampler, pruner)
+    study = search(cfg, log=lambda *a: None)
+    states = [t.state for t in study.trials]
+    assert len(states) == 4 and optuna.trial.TrialState.FAIL not in states
+    baselines = sorted(t.user_attrs.get("baseline") for t in study.trials if t.user_attrs.get("baseline"))
+    assert baselines == ["ce", "kd"]
+    for t in study.trials:
+        assert "recipe" in t.user_attrs and t.user_attrs["seed"] == cfg.seed
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert 0 <= t.values[0] <= 1 and t.user_attrs["params"] > 0
+    if sampler == "nsga2":
+        assert len(study.directions) == 2
+        assert all(t.values[1] == t.user_attrs["params"] for t in study.trials if t.values)
+    assert best_trial(study) is not None
+    assert (cfg.study_dir / "best_recipe.yaml").is_file()
+
+
+def test_resume_with_a_different_objective_count_is_refused(tmp):
+    from autokd.errors import ConfigError
+
+    search(_cfg(tmp, "resume_me", "random"), log=lambda *a: None)
+    with pytest.raises(ConfigError, match="objective"):
+        search(_cfg(tmp, "resume_me", "nsga2"), log=lambda *a: None)
+
+
+def test_baseline_trials_are_not_pruned_and_enqueued_once(tmp):
+    cfg = _cfg(tmp, "once", "random", "median", trials=1)
+    search(cfg, log=lambda *a: None)
+    study = search(_cfg(tmp, "once", "random", "median", trials=2), log=lambda *a: None)
+    kinds = [t.user_attrs.get("baseline") for t in study.trials]
+    assert kinds.count("ce") == 1 and kinds.count("kd") == 1 and len(kinds) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials if t.user_attrs.get("baseline"))
