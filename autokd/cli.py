@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import AutoKDError, ConfigError
 
@@ -28,7 +29,7 @@ def _clean(fn):
         try:
             return fn(*args, **kwargs)
         except AutoKDError as e:
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; rerun the same command to resume (completed trials are kept)")
@@ -84,7 +85,7 @@ class RichProgress:
         if self.epochs is not None:
             self.progress.remove_task(self.epochs)
         desc = recipe.describe()
-        self.epochs = self.progress.add_task(f"  trial {number}", total=epochs, info=desc[:70])
+        self.epochs = self.progress.add_task(f"  trial {number}", total=epochs, info=escape(desc[:70]))
 
     def epoch(self, info: dict) -> None:
         if self.epochs is not None:
@@ -100,7 +101,8 @@ class RichProgress:
         label = f"baseline {tag}" if tag else trial.user_attrs.get("description", "")
         val = trial.user_attrs.get("val_acc")
         val_s = f"{val:.4f}" if isinstance(val, float) else "-"
-        self.progress.console.print(f"trial {trial.number:3d} {state:8s} val {val_s}  {label}", highlight=False)
+        self.progress.console.print(f"trial {trial.number:3d} {state:8s} val {val_s}  {label}", highlight=False,
+                                    markup=False)
         if self.trials is not None:
             self.progress.update(self.trials, advance=1, info=self._best())
 
@@ -126,7 +128,7 @@ def search(
     console.print(f"search done in {time.time() - t0:.0f}s; storage: {cfg.storage_url}")
     if best is not None:
         console.print(f"best: trial {best.number} val acc {best.values[0]:.4f} — "
-                      f"{best.user_attrs.get('description', '')}")
+                      f"{best.user_attrs.get('description', '')}", markup=False)
         console.print(f"best recipe: {cfg.study_dir / 'best_recipe.yaml'}")
 
 
@@ -226,9 +228,11 @@ def list_(family: Family = typer.Argument(..., help="what to list")) -> None:
     elif family is Family.schemes:
         from . import schemes
 
+        table.add_column("parameters (default)")
         table.add_column("paper")
         for name, cls in schemes.SCHEMES.items():
-            table.add_row(name, cls.paper)
+            ps = ", ".join(f"{k}={h.default}" for k, h in getattr(cls, "params_spec", {}).items())
+            table.add_row(name, ps, cls.paper)
     else:
         if family is Family.models:
             from .models import MODELS as reg
@@ -259,7 +263,7 @@ def main() -> None:
     try:
         app()
     except AutoKDError as e:  # pragma: no cover - commands already catch these
-        err_console.print(f"error: {e}")
+        err_console.print(f"error: {e}", markup=False)
         sys.exit(2)
 
 

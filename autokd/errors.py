@@ -49,7 +49,8 @@ class UnknownNameError(AutoKDError, KeyError):
         if matches:
             msg += f"; did you mean {', '.join(repr(m) for m in matches)}?"
         shown = self.known if len(self.known) <= 40 else self.known[:40] + ["..."]
-        msg += f" (known {kind}s: {', '.join(shown)})"
+        plural = kind + ("es" if kind.endswith("s") else "s")
+        msg += f" (known {plural}: {', '.join(shown)})"
         self.message = msg
         super().__init__(msg)
 

@@ -81,6 +81,13 @@ class SchemeSpec(_Strict):
         schemes.SCHEMES.canonical(v, where="scheme.name")
         return v
 
+    @model_validator(mode="after")
+    def _params(self) -> SchemeSpec:
+        from . import schemes
+
+        schemes.create(self.name, **self.params)  # validates the parameters now, not at build time
+        return self
+
 
 class OptimSpec(_Strict):
     name: Literal["sgd", "adamw"] = "sgd"

@@ -19,7 +19,8 @@ Every value below may be a fixed value, a list of choices (``[a, b]`` or ``{choi
     # terms:
     #   - {loss: kd, weight: ..., params: {...}, optional: true}
     #   - {loss: [at, sp], pairs: auto}          # a choice of losses in one slot
-    scheme: {choices: {standard: {}, eskd: {stop_fraction: {low: 0.3, high: 0.9}}}}   # or a name / a list
+    scheme: {choices: {standard: {}, eskd: {stop_fraction: {low: 0.3, high: 0.9}}, dot: default}}
+                                      # or a name / a list; `default`: search the scheme's default ranges
     optim: {lr: {low: 0.01, high: 0.3, log: true}, batch_size: [32, 64]}
     budget: {epochs: 15}
 
@@ -579,6 +580,10 @@ def _parse_schemes(spec: Any, source: str) -> list[SchemeOption]:
     out = []
     for name, params in spec.items():
         cls = schemes.SCHEMES.get(str(name), where="scheme")
+        if params == "default":  # search every searchable parameter over its default range
+            params = {k: (h.search_spec() if h.kind in ("float", "int", "bool") else list(h.choices))
+                      for k, h in getattr(cls, "params_spec", {}).items()
+                      if h.kind in ("float", "int", "bool") or h.choices}
         params = params or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{source}: scheme.{name}: expected a mapping of parameters")
