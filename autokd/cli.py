@@ -198,6 +198,50 @@ def train(
         console.print(f"results: {res.path}")
 
 
+@app.command()
+@_clean
+def proxies(
+    study: Path = typer.Argument(..., help="study YAML (data and teacher)"),
+    space: Optional[Path] = typer.Option(None, "--space", help="search space of candidate students "
+                                         "(default: the study's)"),
+    n: int = typer.Option(64, "--n", min=1, help="number of candidate students"),
+    proxy: Optional[list[str]] = typer.Option(None, "--proxy", help="proxy name (repeatable; default: all)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV path (default: <study>/proxies.csv)"),
+) -> None:
+    """Score candidate students training-free with zero-cost proxies; print a ranked table, write CSV."""
+    from rich.table import Table
+
+    from . import proxies as px
+    from .api import load_study_config
+    from .search.run import prepare
+    from .search.space import SearchSpace
+
+    cfg = load_study_config(study)
+    names = list(proxy) if proxy else px.names()
+    for name in names:
+        px.PROXIES.canonical(name, where="--proxy")
+    need_teacher = any(px.needs_teacher(name) for name in names)
+    ctx = prepare(cfg, log=console.print, need_teacher=need_teacher)
+    sp = SearchSpace.load(space) if space else ctx.space
+    with console.status("scoring candidates") as status:
+        rows = px.score_candidates(ctx, sp, n=n, proxies=names, seed=cfg.seed,
+                                   progress=lambda i, total, row: status.update(f"scored {i}/{total}: "
+                                                                                f"{escape(row['student'])}"))
+    ranked = px.rank_rows(rows, names[0])
+    table = Table(title=f"{len(rows)} candidate students ranked by {names[0]} (higher = predicted better)")
+    table.add_column("#")
+    table.add_column("student")
+    table.add_column("params", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for i, r in enumerate(ranked, 1):
+        table.add_row(str(i), escape(r["student"]), f"{r['params']:,}",
+                      *[f"{r.get(name, float('nan')):.4g}" for name in names])
+    console.print(table)
+    path = px.write_csv(ranked, output or cfg.study_dir / "proxies.csv")
+    console.print(f"csv: {path}")
+
+
 class Family(str, Enum):
     losses = "losses"
     models = "models"
@@ -205,6 +249,7 @@ class Family(str, Enum):
     samplers = "samplers"
     pruners = "pruners"
     datasets = "datasets"
+    proxies = "proxies"
 
 
 @app.command("list")
@@ -240,12 +285,17 @@ def list_(family: Family = typer.Argument(..., help="what to list")) -> None:
             from .search.samplers import SAMPLERS as reg
         elif family is Family.pruners:
             from .search.pruners import PRUNERS as reg
+        elif family is Family.proxies:
+            from .proxies import PROXIES as reg
         else:
             from .data import DATASETS as reg
         table.add_column("description")
         for name, _ in reg.items():
             meta = reg.meta(name)
-            table.add_row(name, str(meta.get("description", meta.get("family", ""))))
+            desc = meta.get("description") or meta.get("paper") or meta.get("family", "")
+            if family is Family.proxies:
+                desc = f"{desc} [BN {meta.get('bn_mode', '-')}{', needs teacher' if meta.get('needs_teacher') else ''}]"
+            table.add_row(name, escape(str(desc)))
     console.print(table)
 
 

@@ -137,7 +137,8 @@ class DistillLoss(nn.Module):
 
     def setup(self, **context: Any) -> None:
         """Receive run-wide context once before training: ``teacher_model``, ``student_model`` and, from the
-        trainer, ``num_samples`` (training-set size), ``num_classes``, ``input_shape``, ``cache_dir``.
+        trainer, ``num_samples`` (training-set size), ``num_classes``, ``input_shape``, ``cache_dir``,
+        ``batch_size``.
         Implementations take what they need and ignore the rest."""
 
     def resolve_pairs(self, default: str = "last") -> Pairs:

@@ -161,9 +161,14 @@ class GenericDistill(DistillLoss):
         "mask_ratio": HParam(0.5, 0.1, 0.9, doc="fraction of positions kept by random_mask"),
     }
 
+    #: Largest per-sample tensor a transform chain may produce (e.g. channel Gram applied twice to a
+    #: 1280-channel map would need C**4 values per sample); larger chains are rejected at construction.
+    max_elements = 1 << 20
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.transforms = [self.transform1, self.transform2, self.transform3]
+        self._check_chain()
         self.connector = None
         if self.location.startswith("feat"):
             if self.student_shapes is None or self.teacher_shapes is None:
@@ -172,6 +177,37 @@ class GenericDistill(DistillLoss):
             self.connector = FeatureConnector(self.student_shapes.feats[si], self.teacher_shapes.feats[ti])
         elif self.location == "embedding" and self.student_shapes is not None and self.teacher_shapes is not None:
             self.connector = LinearConnector(self.student_shapes.embedding, self.teacher_shapes.embedding)
+
+    def _location_shape(self) -> tuple[int, int, int]:
+        t = self.teacher_shapes
+        if self.location == "logits" or t is None:
+            return (t.num_classes if t is not None else 1000, 1, 1)
+        if self.location == "embedding":
+            return (t.embedding or 1, 1, 1)
+        ti, _ = self._stages()
+        return tuple(t.feats[ti])
+
+    def _check_chain(self) -> None:
+        """Propagate the per-sample shape through the transforms; reject chains that explode in size."""
+        c, h, w = self._location_shape()
+        batch = 256  # an upper bound for the batch Gram's width
+        for name in self.transforms:
+            if name == "spatial_attention":
+                c = 1
+            elif name == "channel_attention":
+                h = w = 1
+            elif name == "multiscale_pool":
+                c, h, w = c * sum(s * s for s in (1, 2, 4) if s <= min(h, w)) or c, 1, 1
+            elif name == "local_pool" and min(h, w) >= 2:
+                h, w = h // 2, w // 2
+            elif name == "batch_gram":
+                c, h, w = batch, 1, 1
+            elif name == "channel_gram":
+                c, h, w = c * c, 1, 1
+            if c * h * w > self.max_elements:
+                raise ConfigError(
+                    f"loss 'generic': transforms {' -> '.join(self.transforms)} at {self.location} produce "
+                    f"{c * h * w:,} values per sample (limit {self.max_elements:,})")
 
     def _stages(self) -> tuple[int, int]:
         if self.pairs:

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..proxies.candidates import StudentCandidate, enumerate_students, mutate_student, random_student, sample_students
+from ..proxies.candidates import (
+    StudentCandidate,
+    enumerate_students,
+    mutate_student,
+    random_student,
+    sample_students,
+)
 
 __all__ = ["run_diswot", "search_students", "CANDIDATES_ATTR", "RANK_ATTR", "SUMMARY_ATTR"]
 
@@ -40,7 +46,7 @@ def search_students(space, evaluate: Callable[[StudentCandidate], float], *, met
                     budget: int = 200, population: int = 20, seed: int = 0,
                     on_eval: Callable[[int, StudentCandidate, float], None] | None = None
                     ) -> list[tuple[StudentCandidate, float]]:
-    """Maximise ``evaluate(candidate)`` over the space's students with at most ``budget`` distinct evaluations.
+    """Maximise ``evaluate(candidate)`` over the space's students, at most ``budget`` distinct evaluations.
 
     Returns ``(candidate, score)`` in evaluation order. Stops early when the space has no unseen student
     left. Deterministic for a seed (given a deterministic ``evaluate``).
@@ -135,7 +141,7 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
     proxy = proxies.create(name)
     teacher = ctx.teacher
     if proxies.needs_teacher(name) and teacher is None:
-        raise ConfigError(f"search.diswot.proxy: {name!r} compares students with the teacher; the study has none")
+        raise ConfigError(f"search.diswot.proxy: {name!r} compares students with the teacher; there is none")
     seed = int(cfg.seed)
     x, y = proxies.proxy_batch(ctx.data, spec.batch_size, seed=seed)
     x, y = x.to(ctx.device), y.to(ctx.device)
@@ -178,8 +184,8 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
         return float("nan") if row["score"] is None else float(row["score"])
 
     with torch.random.fork_rng(devices=[]):
-        found = search_students(space, evaluate, method=spec.method, budget=budget, population=spec.population,
-                                seed=seed)
+        found = search_students(space, evaluate, method=spec.method, budget=budget,
+                                population=spec.population, seed=seed)
     save()
     search_s = time.perf_counter() - t_start
     log(f"diswot: scored {len(found)} students with {name!r} in {search_s:.1f}s "
@@ -188,7 +194,8 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
     ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: (-r["score"], r["order"]))
     top = ranked[: int(spec.top_k)]
     study.set_user_attr(SUMMARY_ATTR, {"proxy": name, "method": spec.method, "budget": budget,
-                                       "evaluated": len(rows), "top_k": len(top), "batch_size": spec.batch_size,
+                                       "evaluated": len(rows), "top_k": len(top),
+                                       "batch_size": spec.batch_size,
                                        "search_seconds": round(search_s, 3), "seed": seed})
 
     existing = _ranked_trials(study)

@@ -24,6 +24,29 @@ class Objective:
         self.epochs = epochs
         self.multi = multi_objective
         self.progress = progress
+        self.prescreen = None
+        spec = ctx.cfg.search.prescreen
+        if spec is not None:
+            from .prescreen import Prescreen
+
+            self.prescreen = Prescreen.for_context(ctx, spec)
+
+    def _prescreen(self, trial, recipe: Recipe, is_baseline: bool) -> None:
+        """Score every trial with the zero-cost proxy (stored for the report); prune a searched trial before
+        any training when its score falls below the running quantile of the study's scores."""
+        import optuna
+
+        from .prescreen import Prescreen
+
+        score = self.prescreen.score(recipe, None, self.ctx.teacher)
+        trial.set_user_attr("proxy_score", score)
+        if is_baseline or "diswot_rank" in trial.user_attrs:
+            return
+        prune, why = self.prescreen.decide(score, Prescreen.study_history(trial.study, exclude=trial.number))
+        if prune:
+            trial.set_user_attr("prune_reason", why)
+            trial.set_user_attr("epochs", 0)
+            raise optuna.TrialPruned(why)
 
     def recipe_for(self, trial) -> Recipe:
         cfg, space = self.ctx.cfg, self.ctx.space
@@ -51,6 +74,8 @@ class Objective:
         trial.set_user_attr("student", recipe.student.label())
         trial.set_user_attr("seed", recipe.seed)
         trial.set_user_attr("description", recipe.describe())
+        if self.prescreen is not None:
+            self._prescreen(trial, recipe, is_baseline)
         if self.progress is not None:
             self.progress.trial_started(trial.number, recipe, epochs)
 
@@ -62,10 +87,20 @@ class Objective:
 
         try:
             res = self.ctx.trainer.fit(recipe, epochs=epochs, report=report)
-        except TrainingDiverged as e:
+        except TrainingDiverged as e:  # KD-Zero's loss rejection: a distiller whose loss explodes is pruned
             trial.set_user_attr("prune_reason", str(e))
             raise optuna.TrialPruned(str(e)) from None
-        except ConfigError:
+        except ConfigError as e:
+            if is_baseline:
+                raise
+            # a sampled combination the components refuse (e.g. a transform chain too large): not a bug of
+            # the study, so the search goes on; the reason is recorded for the report
+            reason = f"invalid configuration: {e}"
+            trial.set_user_attr("prune_reason", reason)
+            trial.set_user_attr("epochs", 0)
+            raise optuna.TrialPruned(reason) from None
+        except RuntimeError as e:  # e.g. out of memory: the trial FAILs (recorded), the study goes on
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
             raise
         m = res.metrics
         for k in ("val_acc", "best_val_acc", "params", "flops", "latency_ms", "epochs", "train_time_s",

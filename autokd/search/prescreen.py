@@ -41,8 +41,10 @@ def decide(score: float, history: Sequence[float], *, keep: float, warmup: int,
     Returns ``(prune, reason)``; the reason says why either way.
     """
     hist = [float(h) for h in history if h is not None and math.isfinite(float(h))]
-    if len(hist) < warmup or not hist:
+    if len(hist) < warmup:
         return False, f"warm-up: {len(hist)} of {warmup} scored trials"
+    if not hist:
+        return False, "no scored trial to compare with yet"
     if keep >= 1:
         return False, "keep = 1: prescreening never prunes"
     q = 1.0 - keep
@@ -52,7 +54,8 @@ def decide(score: float, history: Sequence[float], *, keep: float, warmup: int,
     if score < threshold:
         return True, (f"prescreen: {proxy} score {score:.6g} < {q:.3g}-quantile {threshold:.6g} of "
                       f"{len(hist)} scored trials (keep {keep:g})")
-    return False, f"{proxy} score {score:.6g} >= {q:.3g}-quantile {threshold:.6g} of {len(hist)} scored trials"
+    return False, (f"{proxy} score {score:.6g} >= {q:.3g}-quantile {threshold:.6g} of "
+                   f"{len(hist)} scored trials")
 
 
 def history_from_study(study, exclude: int | Iterable[int] | None = None) -> list[float]:
@@ -96,7 +99,8 @@ class Prescreen:
 
     # ---- construction --------------------------------------------------------------------------
     @classmethod
-    def from_study(cls, study, spec, batch: tuple[Tensor, Tensor], *, num_classes: int | None = None) -> Prescreen:
+    def from_study(cls, study, spec, batch: tuple[Tensor, Tensor], *,
+                   num_classes: int | None = None) -> Prescreen:
         """A prescreen configured by ``spec`` (:class:`~autokd.config.PrescreenSpec`) whose history is the
         ``proxy_score`` of the study's existing trials (resume, several workers)."""
         return cls(spec.proxy, spec.keep, spec.warmup, batch, history=history_from_study(study),
@@ -142,7 +146,7 @@ class Prescreen:
         return self.proxy(student, teacher, self.batch, seed=seed)
 
     def decide(self, score: float, history: Sequence[float] | None = None) -> tuple[bool, str]:
-        """:func:`decide` against ``history`` (default: this prescreen's own history). Pure: records nothing."""
+        """:func:`decide` against ``history`` (default: this prescreen's own). Pure: records nothing."""
         hist = self.history if history is None else history
         return decide(score, hist, keep=self.keep, warmup=self.warmup, proxy=self.proxy_name)
 

@@ -62,7 +62,7 @@ def search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | None
     multi = samplers.is_multi_objective(cfg.search.sampler)
     ctx = prepare(cfg, log=log, on_epoch=(progress.epoch if progress is not None else None))
     epochs = cfg.search.epochs or ctx.space.default_optim().epochs
-    study = open_study(cfg, multi_objective=multi, epochs=epochs)
+    study = open_study(cfg, multi_objective=multi, epochs=epochs, space=ctx.space)
     from .._version import __version__
 
     study.set_user_attr("autokd_version", __version__)
@@ -71,8 +71,16 @@ def search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | None
     study.set_user_attr("dataset", cfg.data.model_dump(mode="json"))
     study.set_user_attr("teacher", {k: v for k, v in ctx.teacher_info.items() if k != "config"})
     study.set_user_attr("multi_objective", multi)
-    run_optuna(ctx, study, trials=trials or cfg.search.trials, timeout=timeout or cfg.search.timeout,
-               epochs=cfg.search.epochs, multi_objective=multi, progress=progress)
+    if cfg.search.mode == "diswot":
+        from .backends.optuna_backend import enqueue_baselines
+        from .diswot import run_diswot
+
+        if cfg.search.baselines:
+            enqueue_baselines(study, ctx.space.baseline_students(cfg.search.baseline_students))
+        run_diswot(ctx, study, cfg.search.diswot, progress=progress, epochs=cfg.search.epochs, log=log)
+    else:
+        run_optuna(ctx, study, trials=trials or cfg.search.trials, timeout=timeout or cfg.search.timeout,
+                   epochs=cfg.search.epochs, multi_objective=multi, progress=progress)
     if best_trial(study) is not None:
         export_best(cfg, study, cfg.study_dir / "best_recipe.yaml")
     return study

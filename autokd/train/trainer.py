@@ -184,7 +184,8 @@ class Trainer:
             raise ConfigError("the recipe has distillation terms but the trainer has no teacher")
         student, terms, scheme = recipe.build(self.data.num_classes, self.data.input_shape, teacher=self.teacher)
         context = {"num_samples": len(self.data.train), "num_classes": self.data.num_classes,
-                   "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir}
+                   "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir,
+                   "batch_size": recipe.optim.batch_size}
         distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms,
                               context=context).to(dev)
         # helpers a scheme trains or loads in setup (TAKD's assistant, BAN's generations, DML's peers) draw

@@ -67,3 +67,76 @@ def test_baseline_trials_are_not_pruned_and_enqueued_once(tmp):
     kinds = [t.user_attrs.get("baseline") for t in study.trials]
     assert kinds.count("ce") == 1 and kinds.count("kd") == 1 and len(kinds) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials if t.user_attrs.get("baseline"))
+
+
+def test_prescreen_prunes_before_training_and_stores_every_score(tmp):
+    path = tmp / "pre.yaml"
+    path.write_text(f"""
+name: pre
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {ROOT / 'search_spaces' / 'digits.yaml'}
+search: {{sampler: random, pruner: none, trials: 6, epochs: 1, baseline_students: 1,
+          prescreen: {{proxy: params, keep: 0.5, warmup: 2}}}}
+""")
+    study = search(StudyConfig.load(path), log=lambda *a: None)
+    assert all("proxy_score" in t.user_attrs for t in study.trials)
+    pre = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    for t in pre:
+        assert t.user_attrs["epochs"] == 0 and "quantile" in t.user_attrs["prune_reason"]
+        assert not t.intermediate_values  # never trained
+        earlier = [u.user_attrs["proxy_score"] for u in study.trials if u.number < t.number]
+        assert sum(e > t.user_attrs["proxy_score"] for e in earlier) >= len(earlier) / 2
+
+
+def test_diswot_mode_trains_the_top_k(tmp):
+    path = tmp / "dw.yaml"
+    path.write_text(f"""
+name: dw
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {ROOT / 'search_spaces' / 'students.yaml'}
+search: {{mode: diswot, epochs: 1, baselines: false,
+          diswot: {{proxy: diswot, method: random, candidates: 5, top_k: 2}}}}
+""")
+    study = search(StudyConfig.load(path), log=lambda *a: None)
+    assert len(study.user_attrs["diswot_candidates"]) == 5
+    trained = [t for t in study.trials if "diswot_rank" in t.user_attrs]
+    assert sorted(t.user_attrs["diswot_rank"] for t in trained) == [0, 1]
+    scores = sorted((c["score"] for c in study.user_attrs["diswot_candidates"]), reverse=True)
+    assert sorted((t.user_attrs["proxy_score"] for t in trained), reverse=True) == scores[:2]
+
+
+def test_a_refused_combination_is_pruned_and_the_study_goes_on(tmp):
+    space = tmp / "bad_generic.yaml"
+    space.write_text("""
+student: [cnn_w2]
+terms:
+  - loss: generic
+    params: {location: feat_last, transform1: multiscale_pool, transform2: channel_gram,
+             transform3: [channel_gram, identity], distance: l2}
+    weight: 1.0
+optim: {epochs: 1}
+""")
+    path = tmp / "refuse.yaml"
+    path.write_text(f"""
+name: refuse
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {space}
+search: {{sampler: random, pruner: none, trials: 6, baselines: false}}
+""")
+    study = search(StudyConfig.load(path), log=lambda *a: None)
+    by_choice = {}
+    for t in study.trials:
+        by_choice.setdefault(t.params["terms.0.generic.transform3"], set()).add(t.state.name)
+    assert by_choice["channel_gram"] == {"PRUNED"}
+    assert by_choice["identity"] == {"COMPLETE"}
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert all(t.user_attrs["prune_reason"].startswith("invalid configuration") for t in pruned)

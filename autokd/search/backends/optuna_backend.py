@@ -38,7 +38,7 @@ def make_storage(url: str):
     return url
 
 
-def open_study(cfg, *, multi_objective: bool, sampler=None, pruner=None, epochs: int = 15):
+def open_study(cfg, *, multi_objective: bool, sampler=None, pruner=None, epochs: int = 15, space=None):
     """Create or load (resume) the study named ``cfg.name`` in its storage."""
     import optuna
 
@@ -46,7 +46,12 @@ def open_study(cfg, *, multi_objective: bool, sampler=None, pruner=None, epochs:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sampler is None:
-        sampler = samplers.create(cfg.search.sampler, seed=cfg.seed, **cfg.search.sampler_kwargs)
+        kw = dict(cfg.search.sampler_kwargs)
+        if space is not None and samplers.SAMPLERS.meta(cfg.search.sampler).get("uses_space"):
+            kw.setdefault("space", space)  # tree-walking samplers learn the declared decision tree
+        if cfg.search.sampler == "evolution":
+            kw.setdefault("population_size", max(4, min(16, cfg.search.trials // 3)))
+        sampler = samplers.create(cfg.search.sampler, seed=cfg.seed, **kw)
     if pruner is None:
         pruner = pruners.create(cfg.search.pruner, epochs, **cfg.search.pruner_kwargs)
     kw: dict[str, Any] = {"directions": ["maximize", "minimize"]} if multi_objective else {"direction": "maximize"}
@@ -118,5 +123,5 @@ def run_optuna(ctx, study, *, trials: int, timeout: float | None, epochs: int | 
 
     before = len(study.get_trials(deepcopy=False, states=ok))
     study.optimize(objective, n_trials=todo, timeout=timeout, callbacks=[stop_when_done],
-                   catch=(), gc_after_trial=True)
+                   catch=(RuntimeError,), gc_after_trial=True)
     return len(study.get_trials(deepcopy=False, states=ok)) - before

@@ -67,18 +67,28 @@ def is_multi_objective(name: str) -> bool:
 def _mcts(seed, **kw):
     from .mcts import MCTSSampler
 
-    return MCTSSampler(seed=seed, **kw)
+    try:
+        return MCTSSampler(seed=seed, **kw)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a bad value in search.sampler_kwargs: the user's mistake, a clean message
+        raise ConfigError(f"search.sampler_kwargs: {e}") from None
 
 
 def _evolution(seed, **kw):
     from .evolution import EvolutionSampler
 
-    return EvolutionSampler(seed=seed, **kw)
+    try:
+        return EvolutionSampler(seed=seed, **kw)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"search.sampler_kwargs: {e}") from None
 
 
-SAMPLERS.add("mcts", _mcts,
+SAMPLERS.add("mcts", _mcts, uses_space=True,
              description="Monte Carlo tree search (UCT) over the categorical decisions, Parzen leaves (Auto-KD)")
-SAMPLERS.add("evolution", _evolution,
+SAMPLERS.add("evolution", _evolution, uses_space=True,
              description="tournament evolution over the decision tree; diverged losses rejected (KD-Zero)")
 
 __all__ += ["MCTSSampler", "EvolutionSampler"]
