@@ -32,22 +32,54 @@ class Term(nn.Module):
 
 
 def auto_pairs(teacher: Shapes, student: Shapes) -> list[tuple[int, int]]:
-    """Stage-aligned (teacher stage, student stage) pairs at the same relative depth.
+    """Stage-aligned (teacher stage, student stage) pairs: one-to-one, in depth order, deepest stages paired.
 
-    Each student stage except the stem is matched to the teacher stage whose relative depth is closest,
-    preferring one with the same spatial resolution among ties; the last stages are always paired.
+    The stems (stage 0) are left out unless a model has a single stage. With ``k`` = the smaller number of
+    remaining stages, each of the ``k`` stages of the shorter list is paired with a distinct stage of the
+    longer one, keeping the order and always pairing the two deepest stages; the alignment chosen (dynamic
+    programming) minimises Σ |relative-depth gap| + 0.1·(octaves of spatial mismatch), so relative depth
+    decides and equal resolution breaks near-ties. Same-family pairs come out as (1, 1), (2, 2), ...;
+    resnet32x4 (4 stages) with mobilenetv2 (5 stages) gives 3 pairs, at 8×8 and 32×32 inputs alike.
     """
+    import math
+
     nt, ns = teacher.num_stages, student.num_stages
     if nt == 0 or ns == 0:
         raise ConfigError("pairs: auto needs models that expose stage features (Outputs.feats is empty)")
-    pairs: list[tuple[int, int]] = []
-    for si in range(1 if ns > 1 else 0, ns):
-        rel = si / max(1, ns - 1)
-        target = rel * (nt - 1)
-        s_hw = student.feats[si][1:]
-        cands = sorted(range(nt), key=lambda ti: (abs(ti - target), teacher.feats[ti][1:] != s_hw))
-        pairs.append((cands[0], si))
-    return sorted(set(pairs), key=lambda p: p[1])
+    t_idx = list(range(1, nt)) if nt > 1 else [0]
+    s_idx = list(range(1, ns)) if ns > 1 else [0]
+
+    def rel(i: int, n: int) -> float:
+        return i / (n - 1) if n > 1 else 1.0
+
+    def cost(ti: int, si: int) -> float:
+        t_hw, s_hw = teacher.feats[ti][1:], student.feats[si][1:]
+        octaves = sum(abs(math.log2(max(1, a) / max(1, b))) for a, b in zip(t_hw, s_hw, strict=False)) / 2
+        return abs(rel(ti, nt) - rel(si, ns)) + 0.1 * octaves
+
+    short_is_t = len(t_idx) <= len(s_idx)
+    short, long_ = (t_idx, s_idx) if short_is_t else (s_idx, t_idx)
+    k, m = len(short), len(long_)
+
+    def c(i: int, j: int) -> float:
+        return cost(short[i], long_[j]) if short_is_t else cost(long_[j], short[i])
+
+    # best[i][j]: least cost of aligning short[:i+1] with short[i] -> long_[j]; j ranges so that the rest fit
+    inf = float("inf")
+    best = [[inf] * m for _ in range(k)]
+    back = [[-1] * m for _ in range(k)]
+    for j in range(m - k + 1):
+        best[0][j] = c(0, j)
+    for i in range(1, k):
+        for j in range(i, m - k + i + 1):
+            prev = min(range(i - 1, j), key=lambda jj: best[i - 1][jj])
+            best[i][j] = best[i - 1][prev] + c(i, j)
+            back[i][j] = prev
+    js = [m - 1]
+    for i in range(k - 1, 0, -1):
+        js.append(back[i][js[-1]])
+    js.reverse()
+    return [(short[i], long_[j]) if short_is_t else (long_[j], short[i]) for i, j in enumerate(js)]
 
 
 def depth_pairs(teacher: Shapes, student: Shapes, depths) -> list[tuple[int, int]]:

@@ -4,8 +4,14 @@
 - spatial mismatch: adaptive average pooling when the student map is larger, bilinear interpolation when smaller;
 - embeddings: a linear layer.
 
-Connector parameters train with the student but are not part of the exported student (unless a method's
-student needs them at inference, e.g. SimKD's projector).
+Connector parameters live in the loss module, so they train with the student (the distiller hands them to the
+optimiser) but are not part of the exported student (unless a method's student needs them at inference, e.g.
+SimKD's projector). Convolutions are initialised He-normal (fan-out) and BN to (1, 0), as the OFD/AB official
+code and mdistiller initialise their connectors.
+
+Helpers shared by the feature losses: :func:`match_spatial` (resize one map), :func:`pool_to_smaller` (CRD's
+convention for parameter-free losses: pool whichever of two maps is larger down to the smaller size, never
+upsample) and :func:`feature_pairs_shapes`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["match_spatial", "FeatureConnector", "LinearConnector", "make_connector", "feature_pairs_shapes"]
+__all__ = [
+    "match_spatial",
+    "pool_to_smaller",
+    "FeatureConnector",
+    "LinearConnector",
+    "make_connector",
+    "feature_pairs_shapes",
+]
 
 
 def match_spatial(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -28,27 +41,57 @@ def match_spatial(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
 
 
-class FeatureConnector(nn.Module):
-    """Student (C_s, H_s, W_s) -> teacher (C_t, H_t, W_t): spatial matching, then 1×1 (or 3×3) conv + BN.
+def pool_to_smaller(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Adaptive-average-pool (N, C, H, W) maps ``a`` and ``b`` to their common smaller size
+    (min of the heights, min of the widths), as CRD's AT/NST/VID/FSP losses do; maps already that size are
+    returned unchanged."""
+    h = min(a.shape[-2], b.shape[-2])
+    w = min(a.shape[-1], b.shape[-1])
+    if tuple(a.shape[-2:]) != (h, w):
+        a = F.adaptive_avg_pool2d(a, (h, w))
+    if tuple(b.shape[-2:]) != (h, w):
+        b = F.adaptive_avg_pool2d(b, (h, w))
+    return a, b
 
-    ``always_conv=True`` builds the conv even when channels already match (FitNets' regressor is always there).
+
+def _init_conv_bn(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class FeatureConnector(nn.Module):
+    """Student (C_s, H_s, W_s) -> teacher (C_t, H_t, W_t): spatial matching, then 1×1 (or k×k) conv + BN.
+
+    ``always_conv=True`` builds the conv even when channels already match (FitNets' regressor is always there);
+    ``bn=False`` drops the BN (the conv then has a bias); ``relu=True`` ends with a ReLU (CRD's ``ConvReg``, for
+    targets that are post-ReLU). To change channels only, pass a ``teacher_shape`` with the student's H, W.
     """
 
     def __init__(self, student_shape: Sequence[int], teacher_shape: Sequence[int], *, kernel_size: int = 1,
-                 always_conv: bool = False, bn: bool = True) -> None:
+                 always_conv: bool = False, bn: bool = True, relu: bool = False) -> None:
         super().__init__()
         cs, ct = int(student_shape[0]), int(teacher_shape[0])
         self.out_hw = tuple(int(v) for v in teacher_shape[1:3])
+        layers: list[nn.Module] = []
         if cs != ct or always_conv:
-            layers: list[nn.Module] = [nn.Conv2d(cs, ct, kernel_size, padding=kernel_size // 2, bias=not bn)]
+            layers.append(nn.Conv2d(cs, ct, kernel_size, padding=kernel_size // 2, bias=not bn))
             if bn:
                 layers.append(nn.BatchNorm2d(ct))
-            self.proj: nn.Module = nn.Sequential(*layers)
-        else:
-            self.proj = nn.Identity()
+        if relu:
+            layers.append(nn.ReLU())
+        self.proj: nn.Module = nn.Sequential(*layers) if layers else nn.Identity()
+        _init_conv_bn(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(match_spatial(x, self.out_hw))
+        if len(self.out_hw) == 2:
+            x = match_spatial(x, self.out_hw)
+        return self.proj(x)
 
 
 class LinearConnector(nn.Module):
@@ -62,8 +105,8 @@ class LinearConnector(nn.Module):
         return self.proj(x)
 
 
-def make_connector(student_shape: Sequence[int], teacher_shape: Sequence[int], **kw) -> nn.Module:
-    """A connector for a feature map (3-D shapes) or an embedding (ints)."""
+def make_connector(student_shape: Sequence[int] | int, teacher_shape: Sequence[int] | int, **kw) -> nn.Module:
+    """A connector for a feature map (3-D shapes) or an embedding (ints or 1-D shapes)."""
     if isinstance(student_shape, int) or len(student_shape) == 1:
         d_s = student_shape if isinstance(student_shape, int) else student_shape[0]
         d_t = teacher_shape if isinstance(teacher_shape, int) else teacher_shape[0]
@@ -72,6 +115,11 @@ def make_connector(student_shape: Sequence[int], teacher_shape: Sequence[int], *
 
 
 def feature_pairs_shapes(student, teacher, pairs, which: str = "feats"):
-    """[(teacher (C,H,W), student (C,H,W))] for ``pairs`` of (teacher stage, student stage) indices."""
+    """[(teacher (C,H,W), student (C,H,W))] for ``pairs`` of (teacher stage, student stage) indices.
+
+    ``which`` is ``feats`` or ``preacts``; models that expose no preacts fall back to ``feats``."""
     s_list, t_list = getattr(student, which), getattr(teacher, which)
+    if which == "preacts":
+        s_list = s_list or student.feats
+        t_list = t_list or teacher.feats
     return [(t_list[ti], s_list[si]) for ti, si in pairs]

@@ -75,8 +75,10 @@ def test_unknown_scheme_param_is_a_one_line_config_error():
         schemes.create("dot", delta="big")
     with pytest.raises(ConfigError, match="must be one of"):
         schemes.create("weight_schedule", mode="exp")
-    with pytest.raises(ConfigError, match="has no parameter"):  # through a recipe too
-        _recipe("dml", {"peer": 2}, terms=False).build(10, (1, 8, 8))
+    d = _recipe("dml", {}, terms=False).to_dict()
+    d["scheme"]["params"] = {"peer": 2}
+    with pytest.raises(ConfigError, match="scheme.*has no parameter 'peer'"):  # through a recipe: at load time
+        Recipe.from_dict(d)
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
