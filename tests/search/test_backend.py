@@ -140,3 +140,37 @@ search: {{sampler: random, pruner: none, trials: 6, baselines: false}}
     assert by_choice["identity"] == {"COMPLETE"}
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     assert all(t.user_attrs["prune_reason"].startswith("invalid configuration") for t in pruned)
+
+
+@pytest.mark.parametrize("sampler", ["mcts", "evolution"])
+def test_tree_samplers_run_a_digits_study(tmp, sampler):
+    path = tmp / f"{sampler}.yaml"
+    path.write_text(f"""
+name: {sampler}
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {ROOT / 'search_spaces' / 'primitives.yaml'}
+search: {{sampler: {sampler}, pruner: median, trials: 4, epochs: 1, baseline_students: 1}}
+""")
+    study = search(StudyConfig.load(path), log=lambda *a: None)
+    searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
+    assert len(searched) == 4 and all(t.state.name in ("COMPLETE", "PRUNED") for t in searched)
+    assert type(study.sampler).__name__ == {"mcts": "MCTSSampler", "evolution": "EvolutionSampler"}[sampler]
+
+
+@pytest.mark.parametrize("space", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_runs_on_digits(tmp, space):
+    path = tmp / f"run_{space.stem}.yaml"
+    path.write_text(f"""
+name: run_{space.stem}
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {space}
+search: {{sampler: random, pruner: none, trials: 2, epochs: 1, baselines: false}}
+""")
+    study = search(StudyConfig.load(path), log=lambda *a: None)
+    assert len(study.trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
