@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +43,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "autokd-bench"),
                     help="where the teacher is stored once")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory of one training epoch")
+    ap.add_argument("--measure-one", default=None, help=argparse.SUPPRESS)  # internal: one method, fresh process
     return ap
 
 
@@ -90,13 +93,39 @@ def setup(args, *, teacher: str = "cnn", teacher_kwargs: dict | None = None, dev
     t_model, info = obtain_teacher(spec, full, cache / f"teacher-{teacher}", dev, log=lambda *a: None)
     source = make_teacher_source("auto", t_model, bundle, dev, cache_dir=None)
     trainer = Trainer(bundle, teacher=t_model, teacher_source=source, device=dev, cache_dir=cache / "helpers")
-    print(f"teacher {teacher}{teacher_kwargs or ''}: test acc {info.get('test_acc', float('nan')):.4f}; "
-          f"student training set {len(bundle.train)} images; device {dev}")
+    if not args.measure_one:
+        print(f"teacher {teacher}{teacher_kwargs or ''}: test acc {info.get('test_acc', float('nan')):.4f}; "
+              f"student training set {len(bundle.train)} images; device {dev}")
     return trainer
+
+
+def _one_epoch_peak(recipe: Recipe, trainer) -> int:
+    one = recipe.model_copy(deep=True)
+    one.optim.epochs = 1
+    with PeakRSS(trainer.device) as peak:
+        trainer.fit(one, measure=False)
+    return peak.peak
+
+
+def _peak_of(m: Method, recipe: Recipe, trainer, args) -> int:
+    """Peak memory of one training epoch. On CPU each method runs in a FRESH process (an allocator that
+    already served earlier methods would hide their memory); on CUDA the allocator's own peak is exact."""
+    if trainer.device.type == "cuda":
+        return _one_epoch_peak(recipe, trainer)
+    cmd = [sys.executable, sys.argv[0], "--measure-one", m.label, "--epochs", str(args.epochs),
+           "--train-fraction", str(args.train_fraction), "--cache", args.cache]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return int(next(line.split()[1] for line in out.splitlines() if line.startswith("PEAK ")))
 
 
 def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float = 0.05) -> None:
     optim = OptimSpec(lr=lr, epochs=args.epochs, batch_size=32)
+    if args.measure_one:
+        m = next(m for m in methods if m.label == args.measure_one)
+        recipe = Recipe(student=student, ce_weight=m.ce_weight, terms=m.terms,
+                        scheme=SchemeSpec(name=m.scheme, params=m.scheme_params), optim=optim, seed=0)
+        print(f"PEAK {_one_epoch_peak(recipe, trainer)}")
+        return
     results: dict[str, dict[str, Any]] = {}
     for m in methods:
         if args.only and m.label not in args.only and m.label not in ("ce_only", "kd"):
@@ -107,11 +136,7 @@ def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float
             recipe = Recipe(student=student, ce_weight=m.ce_weight, terms=m.terms,
                             scheme=SchemeSpec(name=m.scheme, params=m.scheme_params), optim=optim, seed=seed)
             if args.memory and seed == 0:
-                one = recipe.model_copy(deep=True)
-                one.optim.epochs = 1
-                with PeakRSS(trainer.device) as peak:
-                    trainer.fit(one, measure=False)
-                peaks.append(peak.peak)
+                peaks.append(_peak_of(m, recipe, trainer, args))
             fit = trainer.fit(recipe, measure=False)
             accs.append(trainer.test(fit.student))
             epoch_times += [h["epoch_time_s"] for h in fit.history[1:]]
@@ -123,7 +148,7 @@ def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float
     print()
     header = f"{'method':28s} {'test acc (mean ± std)':>22s} {'vs CE-only':>11s} {'vs kd':>8s} {'epoch time':>11s}"
     if args.memory:
-        header += f" {'peak mem':>9s}"
+        header += f" {'peak mem':>9s} {'(MB)':>7s}"
     print(header)
     print("-" * len(header))
     for label, r in results.items():
@@ -134,7 +159,10 @@ def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float
                 f"{r['epoch'] / ce['epoch']:>10.2f}x")
         if args.memory:
             ratio = (r["peak"] / ce["peak"]) if (r["peak"] and ce["peak"]) else float("nan")
-            line += f" {ratio:>8.2f}x"
+            line += f" {ratio:>8.2f}x {r['peak'] / 2**20:>7.1f}"
         print(line)
     print(f"\n{args.seeds} seeds, {args.epochs} epochs; epoch time (and peak memory of one epoch) relative to "
           "CE-only; std is the sample standard deviation over seeds.")
+    if args.memory:
+        print("peak memory: resident-set growth during one training epoch, each method in a fresh process (CPU), "
+              "or the CUDA allocator's peak; it includes the libraries' first-use buffers, common to all methods.")

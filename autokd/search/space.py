@@ -502,6 +502,8 @@ def _term_option(name: str, cfg: dict[str, Any], where: str) -> TermOption:
 
 
 def _parse_terms(spec: Any, source: str) -> list[TermSlot] | TermPick:
+    from .. import losses
+
     if isinstance(spec, dict):
         if set(spec) != {"pick", "from"}:
             raise ConfigError(f"{source}: terms: a pick needs exactly 'pick' and 'from'; got {sorted(spec)}")
@@ -554,6 +556,11 @@ def _parse_terms(spec: Any, source: str) -> list[TermSlot] | TermPick:
                 per_loss[name] = {**shared, "params": params if params is not None else {}}
         else:
             raise ConfigError(f"{where}.loss: expected a loss name, a list or a mapping of names to params")
+        if not isinstance(loss, str) and "pairs" in item:
+            # slot-level pairs apply to the losses of the choice that take layer pairs
+            for name, cfg in per_loss.items():
+                if not ({"feats", "preacts"} & set(losses.LOSSES.get(name, where=f"terms[{i}].loss").needs)):
+                    cfg.pop("pairs", None)
         options = [_term_option(name, cfg, f"{where}") for name, cfg in per_loss.items()]
         optional = item.get("optional", False)
         if not isinstance(optional, bool):
