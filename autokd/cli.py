@@ -309,6 +309,17 @@ def space_show(path: Path = typer.Argument(..., help="search space YAML")) -> No
     console.print(sp.describe(), highlight=False, soft_wrap=True, markup=False)
 
 
+@space_app.command("schema")
+@_clean
+def space_schema() -> None:
+    """Print the JSON Schema of search-space files."""
+    import json
+
+    from .search.space import SpaceFile
+
+    print(json.dumps(SpaceFile.model_json_schema(by_alias=True), indent=2))
+
+
 def main() -> None:
     try:
         app()

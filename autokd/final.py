@@ -67,7 +67,11 @@ def retrain(ctx, recipe: Recipe, *, seeds: int = 3, epochs: int | None = None, o
             log(f"final: {label:8s} seed {seed}: val {fit.metrics['val_acc']:.4f} test {test:.4f}")
             if out_dir is not None and label == "recipe":
                 out_dir.mkdir(parents=True, exist_ok=True)
+                # the exported model (SimKD: student + projector + teacher classifier) ...
                 torch.save(fit.student.state_dict(), out_dir / f"student_seed{seed}.pt")
+                # ... and the terms' own trained state (connectors, CTKD's temperature, CRD's memory bank)
+                if len(fit.distiller.terms):
+                    torch.save(fit.distiller.terms.state_dict(), out_dir / f"terms_seed{seed}.pt")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         res.path = out_dir / "results.json"

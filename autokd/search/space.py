@@ -39,14 +39,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, UnknownNameError
 from ..recipe import OptimSpec, Recipe, SchemeSpec, StudentSpec, TermSpec
 from .params import Choice, Fixed, Param, Range, parse_param
 from .tree import Decision, count_configurations, render_tree
 
-__all__ = ["SearchSpace", "StudentOption", "TermOption", "TermSlot", "PairSearch"]
+__all__ = ["SearchSpace", "SpaceFile", "StudentOption", "TermOption", "TermSlot", "PairSearch"]
 
 _TOP_KEYS = {"version", "description", "student", "ce_weight", "temperature", "terms", "scheme", "optim", "budget"}
 _OPTIM_KEYS = set(OptimSpec.model_fields)
@@ -247,6 +249,7 @@ class SearchSpace:
             optim = _parse_optim(optim_spec, source)
         except UnknownNameError as e:
             raise ConfigError(f"{source}: {e}") from None
+        validate_file(d, source)
         return cls(students, ce, terms, schemes, optim, temperature=temperature, source=source,
                    description=d.get("description", ""), raw=d)
 
@@ -368,6 +371,86 @@ class SearchSpace:
             lines.append("  fixed: " + ", ".join(fixed))
         lines.append(f"distinct discrete configurations: {self.count_configurations():,}")
         return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ file schema
+#: A value in a space file: fixed (number/string/bool), a list of choices, or a mapping (a range
+#: ``{low, high, log, int, step}`` or ``{choices: [...]}``).
+Value = Union[None, bool, int, float, str, list[Any], dict[str, Any]]
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StudentEntry(_File):
+    name: str = Field(description="a zoo model name (see `autokd list models`), tv/<name> or module:callable")
+    kwargs: dict[str, Value] = Field(default_factory=dict, description="factory parameters, each a Value")
+
+
+class PairSearchSpec(_File):
+    depths: list[float] = Field(default=[0.25, 0.5, 0.75, 1.0], description="relative depths in (0, 1]")
+    max: int = Field(1, ge=1, description="at most this many pairs")
+
+
+class PairsSearch(_File):
+    search: PairSearchSpec
+
+
+Pairs = Union[Literal["auto"], list[tuple[int, int]], PairsSearch, None]
+
+
+class TermCandidate(_File):
+    weight: Value = Field(None, description="the term's weight (default: the loss's weight_range, log scale)")
+    params: Union[dict[str, Value], Literal["default"], None] = Field(
+        None, description="hyper-parameter values/ranges overriding the loss's default ranges")
+    pairs: Pairs = Field(None, description="layer pairs: auto, [[teacher, student], ...] or {search: ...}")
+    fixed_params: bool = Field(False, description="unmentioned hyper-parameters stay at their defaults")
+
+
+class TermSlotSpec(TermCandidate):
+    loss: Union[str, list[str], dict[str, Union[dict[str, Value], None]]] = Field(
+        description="a loss name, a list of names, or a mapping name -> params")
+    optional: bool = Field(False, description="the search may drop this term")
+
+
+class PickSpec(_File):
+    min: int = Field(1, ge=0)
+    max: int | None = Field(None, ge=1)
+
+
+class TermPickSpec(_File):
+    pick: PickSpec
+    from_: Union[dict[str, Union[TermCandidate, None]], list[str]] = Field(alias="from")
+
+
+class BudgetSpec(_File):
+    epochs: int = Field(ge=1)
+
+
+class SpaceFile(_File):
+    """The schema of ``search_spaces/*.yaml`` (``autokd space schema`` prints it as JSON Schema)."""
+
+    version: Literal[1] = 1
+    description: str = ""
+    student: Union[str, StudentEntry, list[Union[str, StudentEntry]]]
+    ce_weight: Value = 1.0
+    temperature: Value = Field(None, description="one temperature shared by every term that has one")
+    terms: Union[list[TermSlotSpec], TermPickSpec] = Field(default_factory=list)
+    scheme: Value = Field("standard", description="a name, a list, or {choices: {name: params | default}}")
+    optim: dict[str, Value] = Field(default_factory=dict, description="OptimSpec fields, each a Value")
+    budget: BudgetSpec | None = None
+
+
+def validate_file(d: dict[str, Any], source: str) -> SpaceFile:
+    """Structural validation with pydantic (the semantic checks against the registries run first, with
+    more specific messages)."""
+    from ..recipe import format_validation_error
+
+    try:
+        return SpaceFile.model_validate(d)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {format_validation_error(e)}") from None
 
 
 # ------------------------------------------------------------------------------------------------ parsing

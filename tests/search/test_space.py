@@ -129,3 +129,15 @@ def test_pairs_out_of_range_for_the_study_models():
     teacher = models.create("cnn", 10, in_channels=1, width=8)
     with pytest.raises(ConfigError, match=r"s.yaml: terms.*pairs: \(0, 9\) out of range; the teacher has stages 0..2"):
         sp.check_models(models.shapes(teacher, (1, 8, 8)), 10, (1, 8, 8))
+
+
+def test_space_file_schema_is_pydantic_and_documents_every_field():
+    from autokd.search.space import SpaceFile
+
+    props = SpaceFile.model_json_schema(by_alias=True)["properties"]
+    assert set(props) == {"version", "description", "student", "ce_weight", "temperature", "terms", "scheme",
+                          "optim", "budget"}
+    # structural mistakes the registries cannot see are caught by the schema
+    with pytest.raises(ConfigError, match="optional"):
+        SearchSpace.from_dict({"student": ["cnn_w2"], "terms": [{"loss": "kd", "optional": "maybe"}]},
+                              source="s.yaml")
