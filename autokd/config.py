@@ -112,6 +112,7 @@ class SearchSpec(_Strict):
     timeout: float | None = Field(None, gt=0)
     storage: str | None = None
     epochs: int | None = Field(None, ge=1, description="epoch budget per trial (overrides the space's)")
+    seeds_per_trial: int = Field(1, ge=1, description="seeds each trial trains; its value is their mean val acc")
     baselines: bool = True
     baseline_students: int = Field(
         4, ge=1, description="enqueue the CE-only and KD baselines for each student choice of the space when it "

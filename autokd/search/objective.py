@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,19 @@ BASELINE_ATTR = "baseline"
 
 class Objective:
     """Callable for ``study.optimize``. Returns validation accuracy (or ``(val_acc, params)`` when the
-    study is multi-objective). Selection uses the validation split only; the test split is never touched."""
+    study is multi-objective). Selection uses the validation split only; the test split is never touched.
+
+    With ``search.seeds_per_trial: k > 1`` a trial trains its first seed under the pruner (intermediate
+    values are that seed's curve) and, if it survives, k−1 more seeds; its value is the mean validation
+    accuracy (per-seed values in the ``val_acc_seeds`` attribute), which makes selection less noisy on small
+    validation splits."""
 
     def __init__(self, ctx, *, epochs: int | None, multi_objective: bool, progress=None) -> None:
         self.ctx = ctx
         self.epochs = epochs
         self.multi = multi_objective
         self.progress = progress
+        self.seeds = [ctx.cfg.seed + i for i in range(ctx.cfg.search.seeds_per_trial)]
         self.prescreen = None
         spec = ctx.cfg.search.prescreen
         if spec is not None:
@@ -102,7 +109,22 @@ class Objective:
         except RuntimeError as e:  # e.g. out of memory: the trial FAILs (recorded), the study goes on
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
             raise
-        m = res.metrics
+        m = dict(res.metrics)
+        if not res.stopped and len(self.seeds) > 1:
+            # the trial survived on its first seed: train the other seeds (no pruning) and select on the mean
+            accs = [m["val_acc"]]
+            for seed in self.seeds[1:]:
+                try:
+                    extra = self.ctx.trainer.fit(recipe.with_seed(seed), epochs=epochs, measure=False)
+                except TrainingDiverged as e:
+                    trial.set_user_attr("prune_reason", f"seed {seed}: {e}")
+                    raise optuna.TrialPruned(str(e)) from None
+                accs.append(extra.metrics["val_acc"])
+                m["epochs"] += extra.metrics["epochs"]
+                m["train_time_s"] += extra.metrics["train_time_s"]
+            trial.set_user_attr("val_acc_seeds", accs)
+            trial.set_user_attr("val_acc_std", statistics.stdev(accs))
+            m["val_acc"] = statistics.mean(accs)
         for k in ("val_acc", "best_val_acc", "params", "flops", "latency_ms", "epochs", "train_time_s",
                   "epoch_time_s"):
             if k in m:

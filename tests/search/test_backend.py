@@ -174,3 +174,21 @@ search: {{sampler: random, pruner: none, trials: 2, epochs: 1, baselines: false}
 """)
     study = search(StudyConfig.load(path), log=lambda *a: None)
     assert len(study.trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+
+
+def test_seeds_per_trial_select_on_the_mean(tmp):
+    path = tmp / "seeds.yaml"
+    path.write_text(f"""
+name: seeds
+device: cpu
+output_dir: shared
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {ROOT / 'search_spaces' / 'digits.yaml'}
+search: {{sampler: random, pruner: none, trials: 2, epochs: 2, baseline_students: 1, seeds_per_trial: 3}}
+""")
+    study = search(StudyConfig.load(path), log=lambda *a: None)
+    for t in study.trials:
+        seeds = t.user_attrs["val_acc_seeds"]
+        assert len(seeds) == 3 and t.values[0] == pytest.approx(sum(seeds) / 3)
+        assert t.user_attrs["epochs"] == 6
