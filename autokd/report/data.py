@@ -523,11 +523,18 @@ def summary(study: StudyLike, directions: Sequence[DirectionLike] | None = None)
     ranked = _ranked(view)
     best = ranked[0] if ranked else None
     any_bases = _baseline_trials(view, complete_only=False)
+    searched = next((t for t in ranked if _baseline(t) is None), None)
+    if searched is not None and searched.user_attrs.get("student") is not None:
+        # show the baselines trained with the best searched trial's student (one per student choice)
+        for tag in BASELINES:
+            same = [b for b in view.trials if _baseline(b) == tag and b.state == TrialState.COMPLETE
+                    and b.user_attrs.get("student") == searched.user_attrs["student"]]
+            if same:
+                any_bases[tag] = same[0]
     base_values = {
         tag: (_obj(t) if t is not None and t.state == TrialState.COMPLETE else None)
         for tag, t in any_bases.items()
     }
-    searched = next((t for t in ranked if _baseline(t) is None), None)
     best_searched = None
     if searched is not None:
         v = _obj(searched)
@@ -538,7 +545,8 @@ def summary(study: StudyLike, directions: Sequence[DirectionLike] | None = None)
             "gain_vs_kd": _gain(v, _matched_base(view, searched, "kd"), view.maximize),
         }
     baselines = {
-        tag: None if t is None else {"number": t.number, "state": t.state.name, "value": base_values[tag]}
+        tag: None if t is None else {"number": t.number, "state": t.state.name, "value": base_values[tag],
+                                     **({"student": t.user_attrs["student"]} if t.user_attrs.get("student") else {})}
         for tag, t in any_bases.items()
     }
     epochs = sum(int(e) for t in view.trials if _finite(e := t.user_attrs.get("epochs")))

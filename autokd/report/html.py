@@ -169,6 +169,8 @@ def _summary_html(s: Mapping[str, Any]) -> str:
             cards.append(_card(label, "–", [("status", "not run")]))
         else:
             pairs = [("trial", _e(b["number"])), ("state", _e(b["state"].lower()))]
+            if b.get("student"):
+                pairs.append(("student", _e(b["student"])))
             cards.append(_card(label, _e(_num(b["value"])), pairs))
     best = s.get("best_searched")
     if best is not None:
