@@ -20,6 +20,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kwargs", default="{}", help='JSON per sampler, e.g. \'{"evolution": {"population_size": 8}}\'')
     ap.add_argument("--checkpoints", default=None, help="comma-separated trial counts")
     ap.add_argument("--threads", type=int, default=1, help="digits: torch threads")
-    ap.add_argument("--out", default="/tmp/autokd_sampler_efficiency", help="digits: study dir (teacher cache)")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "autokd_sampler_efficiency"),
+                    help="digits: study dir (teacher cache)")
     ap.add_argument("--json", default=None, help="write the curves here")
     args = ap.parse_args(argv)
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
