@@ -98,8 +98,9 @@ def build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None, i
 
     if recipe.terms and teacher is None:
         raise ConfigError("this recipe has distillation terms but no teacher was given")
-    s_shapes = shapes(student, tuple(input_shape)) if recipe.terms else None
-    t_shapes = shapes(teacher, tuple(input_shape)) if recipe.terms else None
+    probe = bool(recipe.terms) and input_shape is not None
+    s_shapes = shapes(student, tuple(input_shape)) if probe else None
+    t_shapes = shapes(teacher, tuple(input_shape)) if probe else None
     seen: dict[str, int] = {}
     terms = nn.ModuleList()
     for spec in recipe.terms:
@@ -132,6 +133,9 @@ class Distiller(nn.Module):
     The teacher is frozen and kept in eval mode even when the distiller is put in train mode; its outputs
     are computed under ``no_grad`` unless precomputed ones are passed as ``teacher_outputs``.
 
+    ``input_shape`` (C, H, W) is needed only when a term builds connectors from the models' stage shapes
+    (feature-level terms); logit-level recipes work without it.
+
     ``context`` is handed to every term's ``setup`` besides the two models: e.g. ``num_samples`` (training-set
     size, for memory banks such as CRD's). The trainer fills it; in your own loop pass what your terms need.
     """
@@ -154,8 +158,15 @@ class Distiller(nn.Module):
             teacher.eval()
         if terms is None:
             if input_shape is None:
-                raise ConfigError("Distiller needs input_shape (C, H, W) to probe the models' stage shapes")
-            terms = build_terms(recipe, student, teacher, tuple(input_shape))
+                from . import losses
+
+                shaped = [t.loss for t in recipe.terms if losses.get(t.loss).needs - {"logits", "index", "input"}
+                          or t.pairs is not None]
+                if shaped:
+                    raise ConfigError(
+                        f"Distiller: terms {', '.join(sorted(set(shaped)))} build connectors from the models' "
+                        "stage shapes; pass input_shape=(C, H, W)")
+            terms = build_terms(recipe, student, teacher, None if input_shape is None else tuple(input_shape))
         self.terms = terms
         self.ce_weight = float(recipe.ce_weight)
         self.needs = frozenset().union(*(t.loss.needs for t in terms)) if len(terms) else frozenset()
@@ -208,6 +219,7 @@ class Distiller(nn.Module):
         teacher_outputs: Outputs | None = None,
         index: Tensor | None = None,
         term_scales: dict[str, float] | None = None,
+        keep_logits: bool = False,
     ) -> dict[str, Tensor]:
         s_out = self.student.forward_outputs(x) if self.needs_feats else Outputs(logits=self.student(x))
         out: dict[str, Tensor] = {}
@@ -235,5 +247,6 @@ class Distiller(nn.Module):
         out["task"] = task
         out["distill"] = distill
         out["loss"] = task + distill
-        out["_logits"] = s_out.logits
+        if keep_logits:  # for the trainer's schemes (DML, DLB, mean teacher); not a loss
+            out["_logits"] = s_out.logits
         return out

@@ -82,3 +82,14 @@ def test_distiller_in_a_user_loop():
     assert all(torch.equal(a, b) for a, b in zip(t_before, teacher.parameters(), strict=True))
     assert not any(p.requires_grad for p in teacher.parameters())
     assert all(id(p) not in {id(q) for q in teacher.parameters()} for p in d.trainable_parameters())
+
+
+def test_distiller_with_three_arguments_for_logit_recipes():
+    r = _recipe()
+    teacher = models.create("cnn", 10, in_channels=1, width=8)
+    d = Distiller(teacher, r.build_student(10, 1), r)
+    out = d(torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,)))
+    assert all(v.dim() == 0 for v in out.values())
+    feat = Recipe.from_dict({**r.to_dict(), "terms": [{"loss": "at", "weight": 1.0}]})
+    with pytest.raises(ConfigError, match="input_shape"):
+        Distiller(teacher, feat.build_student(10, 1), feat)

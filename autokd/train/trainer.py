@@ -223,7 +223,8 @@ class Trainer:
                 if active:
                     t_out = scheme.teacher_outputs(x, idx, partial(self._source_outputs, x, idx,
                                                                    distiller.needs_feats))
-                losses = distiller(x, y, teacher_outputs=t_out, index=idx, term_scales=scales)
+                losses = distiller(x, y, teacher_outputs=t_out, index=idx, term_scales=scales,
+                                   keep_logits=True)
                 _add_extra_losses(losses, scheme, scheme.extra_losses(x, y, idx, losses))
                 if not torch.isfinite(losses["loss"]):
                     vals = {k: float(v.detach()) for k, v in losses.items() if not k.startswith("_")}
