@@ -10,11 +10,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from ..tree import Decision
-from .mcts import _Record, _TreeInfo, build_records, contains, fetch, refuse_multi_objective, uniform
+from .mcts import (
+    TreeSamplerBase,
+    _Record,
+    _TreeInfo,
+    build_records,
+    contains,
+    fetch,
+    refuse_multi_objective,
+    uniform,
+)
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -26,7 +34,7 @@ __all__ = ["EvolutionSampler", "PARENTS_ATTR"]
 PARENTS_ATTR = "evolution:parents"  # trial system attribute: the numbers of the trial's two parents
 
 
-class EvolutionSampler(BaseSampler):
+class EvolutionSampler(TreeSamplerBase):
     """Tournament-selection evolution over the decision tree of a define-by-run objective (KD-Zero).
 
     **Generations.** Until ``population_size`` searched trials have finished (or while no trial has
@@ -67,6 +75,8 @@ class EvolutionSampler(BaseSampler):
         seed: seed of the random state.
     """
 
+    _cache_attr = "_cache"
+
     def __init__(self, *, population_size: int = 16, tournament_size: int = 3, mutation_prob: float = 0.1,
                  crossover_prob: float = 0.9, space: SearchSpace | str | Path | None = None,
                  tree: Sequence[Decision] | None = None, seed: int | None = None) -> None:
@@ -88,22 +98,7 @@ class EvolutionSampler(BaseSampler):
         self._cache: tuple[tuple, list[_Record]] | None = None
         self._plan: tuple[int, tuple[int, int] | None, bool] | None = None  # (trial, parents, crossover)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = None
-        return state
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.RandomState()
-
     # ---- Optuna's interface ------------------------------------------------------------------
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
-
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         refuse_multi_objective(study, type(self).__name__)
         records = self._sync(study)

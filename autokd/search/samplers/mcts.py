@@ -350,7 +350,30 @@ def sample_numeric(records: Sequence[_Record], node: Path_, name: str, dist: Flo
 
 
 # -------------------------------------------------------------------------------------------- MCTS
-class MCTSSampler(BaseSampler):
+class TreeSamplerBase(BaseSampler):
+    """Shared plumbing of autokd's tree samplers: everything is sampled independently (define-by-run),
+    the numpy RNG can be reseeded, and the cache named by ``_cache_attr`` (a snapshot of the storage) is
+    dropped on pickling and rebuilt from the storage on first use."""
+
+    _cache_attr = "_snap"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state[self._cache_attr] = None
+        return state
+
+    def reseed_rng(self) -> None:
+        self._rng = np.random.RandomState()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+
+class MCTSSampler(TreeSamplerBase):
     """UCT Monte Carlo tree search over the categorical decisions of a define-by-run objective (Auto-KD).
 
     **The tree.** A node is the sequence of ``(name, value)`` branching choices a trial has made so far,
@@ -432,23 +455,7 @@ class MCTSSampler(BaseSampler):
         self._rng = np.random.RandomState(seed)
         self._snap: _Snapshot | None = None
 
-    # ---- pickling: the snapshot is a cache of the storage, rebuilt on first use ------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_snap"] = None
-        return state
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.RandomState()
-
     # ---- Optuna's interface ------------------------------------------------------------------
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
-
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         refuse_multi_objective(study, type(self).__name__)
         self._sync(study)
