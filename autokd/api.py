@@ -27,15 +27,15 @@ def load_study_config(study: str | Path | StudyConfig) -> StudyConfig:
 
 def run_search(study, *, trials: int | None = None, timeout: float | None = None, progress=None, log=print):
     """Run or resume a study; returns the ``optuna.Study``. Writes ``best_recipe.yaml`` in the study folder."""
-    from .search.run import search
+    from .search.run import run_search as _run
 
-    return search(load_study_config(study), trials=trials, timeout=timeout, progress=progress, log=log)
+    return _run(load_study_config(study), trials=trials, timeout=timeout, progress=progress, log=log)
 
 
 def make_report(study, path: str | Path | None = None) -> Path:
     """Write the self-contained Plotly report (``report.html`` in the study folder by default)."""
     from .report import build_report
-    from .search.run import load_study
+    from .search.backends.storage import load_study
 
     cfg = load_study_config(study)
     st = load_study(cfg)
@@ -44,7 +44,8 @@ def make_report(study, path: str | Path | None = None) -> Path:
 
 def export_recipe(study, path: str | Path | None = None) -> Path:
     """Export the best trial's recipe (with provenance) as YAML."""
-    from .search.run import export_best, load_study
+    from .search.backends.storage import load_study
+    from .search.export import export_best
 
     cfg = load_study_config(study)
     return export_best(cfg, load_study(cfg), Path(path) if path else cfg.study_dir / "best_recipe.yaml")
@@ -56,16 +57,18 @@ def train_recipe(recipe: str | Path | Recipe, *, study=None, seeds: int | None =
 
     The study (for data and teacher) defaults to the one recorded in the recipe's provenance.
     """
-    from .final import retrain
-    from .search.run import prepare
+    from .context import StudyContext
+    from .retrain import retrain
+    from .train import check_recipe
 
     r = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
+    r = check_recipe(r, source=str(recipe) if not isinstance(recipe, Recipe) else None)
     if study is None:
         src = getattr(r.provenance, "study_file", None)
         if not src:
             raise ConfigError("train: the recipe records no study; pass --study STUDY.yaml")
         study = src
     cfg = load_study_config(study)
-    ctx = prepare(cfg, log=log)
+    ctx = StudyContext.open(cfg, log=log)
     return retrain(ctx, r, seeds=seeds or cfg.final.seeds, epochs=epochs or cfg.final.epochs,
                    out_dir=cfg.study_dir / "final", log=log, baselines=baselines)

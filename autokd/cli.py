@@ -97,10 +97,12 @@ class RichProgress:
         if v is not None and (self.best is None or v > self.best):
             self.best = v
         state = trial.state.name.lower()
-        tag = trial.user_attrs.get("baseline")
-        label = f"baseline {tag}" if tag else trial.user_attrs.get("description", "")
-        val = trial.user_attrs.get("val_acc")
-        val_s = f"{val:.4f}" if isinstance(val, float) else "-"
+        from .search import trial_record as tr
+
+        tag = tr.baseline_of(trial)
+        label = f"baseline {tag.value}" if tag else (tr.description_of(trial) or "")
+        val = tr.metric_of(trial, tr.Key.VAL_ACC)
+        val_s = f"{val:.4f}" if val is not None else "-"
         self.progress.console.print(f"trial {trial.number:3d} {state:8s} val {val_s}  {label}", highlight=False,
                                     markup=False)
         if self.trials is not None:
@@ -118,7 +120,7 @@ def search(
 ) -> None:
     """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml."""
     from .api import load_study_config, run_search
-    from .search.run import best_trial
+    from .search.export import best_trial
 
     cfg = _with_device(load_study_config(study), device)
     t0 = time.time()
@@ -127,8 +129,10 @@ def search(
     best = best_trial(st)
     console.print(f"search done in {time.time() - t0:.0f}s; storage: {cfg.storage_url}")
     if best is not None:
+        from .search import trial_record as tr
+
         console.print(f"best: trial {best.number} val acc {best.values[0]:.4f} — "
-                      f"{best.user_attrs.get('description', '')}", markup=False)
+                      f"{tr.description_of(best) or ''}", markup=False)
         console.print(f"best recipe: {cfg.study_dir / 'best_recipe.yaml'}")
 
 
@@ -213,21 +217,22 @@ def proxies(
 
     from . import proxies as px
     from .api import load_study_config
-    from .search.run import prepare
+    from .context import StudyContext
     from .search.space import SearchSpace
+    from .search.student_ranking import rank_rows, score_candidates, write_csv
 
     cfg = load_study_config(study)
     names = list(proxy) if proxy else px.names()
     for name in names:
         px.PROXIES.canonical(name, where="--proxy")
     need_teacher = any(px.needs_teacher(name) for name in names)
-    ctx = prepare(cfg, log=console.print, need_teacher=need_teacher)
-    sp = SearchSpace.load(space) if space else ctx.space
+    sp = SearchSpace.load(space or cfg.space_path)
+    ctx = StudyContext.open(cfg, log=console.print, need_teacher=need_teacher)
     with console.status("scoring candidates") as status:
-        rows = px.score_candidates(ctx, sp, n=n, proxies=names, seed=cfg.seed,
-                                   progress=lambda i, total, row: status.update(f"scored {i}/{total}: "
-                                                                                f"{escape(row['student'])}"))
-    ranked = px.rank_rows(rows, names[0])
+        rows = score_candidates(ctx, sp, n=n, proxies=names, seed=cfg.seed,
+                                progress=lambda i, total, row: status.update(f"scored {i}/{total}: "
+                                                                             f"{escape(row['student'])}"))
+    ranked = rank_rows(rows, names[0])
     table = Table(title=f"{len(rows)} candidate students ranked by {names[0]} (higher = predicted better)")
     table.add_column("#")
     table.add_column("student")
@@ -238,7 +243,7 @@ def proxies(
         table.add_row(str(i), escape(r["student"]), f"{r['params']:,}",
                       *[f"{r.get(name, float('nan')):.4g}" for name in names])
     console.print(table)
-    path = px.write_csv(ranked, output or cfg.study_dir / "proxies.csv")
+    path = write_csv(ranked, output or cfg.study_dir / "proxies.csv")
     console.print(f"csv: {path}")
 
 
@@ -276,7 +281,7 @@ def list_(family: Family = typer.Argument(..., help="what to list")) -> None:
         table.add_column("parameters (default)")
         table.add_column("paper")
         for name, cls in schemes.SCHEMES.items():
-            ps = ", ".join(f"{k}={h.default}" for k, h in getattr(cls, "params_spec", {}).items())
+            ps = ", ".join(f"{k}={h.default}" for k, h in cls.hparams.items())
             table.add_row(name, ps, cls.paper)
     else:
         if family is Family.models:

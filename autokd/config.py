@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, UnknownNameError
-from .recipe import _yaml_where, format_validation_error
+from .files import format_validation_error, load_yaml
 
-__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec", "load_yaml"]
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec"]
 
 
 class _Strict(BaseModel):
@@ -219,15 +218,3 @@ class StudyConfig(_Strict):
             raise ConfigError(f"{path}: {e}") from None
         cfg.source = path.resolve()
         return cfg
-
-
-def load_yaml(path: Path, what: str = "file") -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML ({_yaml_where(e)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data

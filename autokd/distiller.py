@@ -1,24 +1,32 @@
 """The :class:`Distiller`: student + distillation terms + frozen teacher, usable in any training loop.
 
-The trainer uses this same class, so a recipe behaves identically in autokd's search and in a user's loop.
+:meth:`Distiller.from_recipe` is the one way a recipe's terms and connectors are built — autokd's trainer
+and a user's own loop alike — so a recipe behaves identically in both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import losses
 from .errors import ConfigError
-from .outputs import Outputs, Shapes
+from .models import shapes
+from .outputs import Outputs
+from .pairs import resolve_pairs
 
 if TYPE_CHECKING:
     from .recipe import Recipe
 
-__all__ = ["Distiller", "Term", "build_terms", "auto_pairs", "depth_pairs"]
+__all__ = ["Distiller", "Term", "Step"]
+
+#: what a term may need without the models' stage shapes being probed (no connectors)
+_SHAPELESS_NEEDS = frozenset({"logits", "index", "input"})
 
 
 class Term(nn.Module):
@@ -31,91 +39,34 @@ class Term(nn.Module):
         self.loss = loss
 
 
-def auto_pairs(teacher: Shapes, student: Shapes) -> list[tuple[int, int]]:
-    """Stage-aligned (teacher stage, student stage) pairs: one-to-one, in depth order, deepest stages paired.
+@dataclass
+class Step:
+    """What one training step of a :class:`Distiller` computed: the named loss tensors (``ce``, one per term,
+    ``task``, ``distill``, ``loss``) and the student's :class:`Outputs` (schemes such as DML, DLB and the
+    mean teacher read the student's logits from here)."""
 
-    The stems (stage 0) are left out unless a model has a single stage. With ``k`` = the smaller number of
-    remaining stages, each of the ``k`` stages of the shorter list is paired with a distinct stage of the
-    longer one, keeping the order and always pairing the two deepest stages; the alignment chosen (dynamic
-    programming) minimises Σ |relative-depth gap| + 0.1·(octaves of spatial mismatch), so relative depth
-    decides and equal resolution breaks near-ties. Same-family pairs come out as (1, 1), (2, 2), ...;
-    resnet32x4 (4 stages) with mobilenetv2 (5 stages) gives 3 pairs, at 8×8 and 32×32 inputs alike.
-    """
-    import math
-
-    nt, ns = teacher.num_stages, student.num_stages
-    if nt == 0 or ns == 0:
-        raise ConfigError("pairs: auto needs models that expose stage features (Outputs.feats is empty)")
-    t_idx = list(range(1, nt)) if nt > 1 else [0]
-    s_idx = list(range(1, ns)) if ns > 1 else [0]
-
-    def rel(i: int, n: int) -> float:
-        return i / (n - 1) if n > 1 else 1.0
-
-    def cost(ti: int, si: int) -> float:
-        t_hw, s_hw = teacher.feats[ti][1:], student.feats[si][1:]
-        octaves = sum(abs(math.log2(max(1, a) / max(1, b))) for a, b in zip(t_hw, s_hw, strict=False)) / 2
-        return abs(rel(ti, nt) - rel(si, ns)) + 0.1 * octaves
-
-    short_is_t = len(t_idx) <= len(s_idx)
-    short, long_ = (t_idx, s_idx) if short_is_t else (s_idx, t_idx)
-    k, m = len(short), len(long_)
-
-    def c(i: int, j: int) -> float:
-        return cost(short[i], long_[j]) if short_is_t else cost(long_[j], short[i])
-
-    # best[i][j]: least cost of aligning short[:i+1] with short[i] -> long_[j]; j ranges so that the rest fit
-    inf = float("inf")
-    best = [[inf] * m for _ in range(k)]
-    back = [[-1] * m for _ in range(k)]
-    for j in range(m - k + 1):
-        best[0][j] = c(0, j)
-    for i in range(1, k):
-        for j in range(i, m - k + i + 1):
-            prev = min(range(i - 1, j), key=lambda jj: best[i - 1][jj])
-            best[i][j] = best[i - 1][prev] + c(i, j)
-            back[i][j] = prev
-    js = [m - 1]
-    for i in range(k - 1, 0, -1):
-        js.append(back[i][js[-1]])
-    js.reverse()
-    return [(short[i], long_[j]) if short_is_t else (long_[j], short[i]) for i, j in enumerate(js)]
+    losses: dict[str, Tensor]
+    student: Outputs
 
 
-def depth_pairs(teacher: Shapes, student: Shapes, depths) -> list[tuple[int, int]]:
-    """Pairs at relative depths in (0, 1]: depth d pairs teacher stage round(d·(T−1)) with student stage
-    round(d·(S−1)) (1.0 = the deepest stages). Duplicates collapse."""
-    nt, ns = teacher.num_stages, student.num_stages
-    if nt == 0 or ns == 0:
-        raise ConfigError("pairs: searched pairs need models that expose stage features")
-    out = {(round(d * (nt - 1)), round(d * (ns - 1))) for d in depths}
-    return sorted(out, key=lambda p: p[1])
-
-
-def build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None, input_shape) -> nn.ModuleList:
-    from . import losses
-    from .models import shapes
-
+def _build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None,
+                 input_shape: tuple[int, ...] | None) -> nn.ModuleList:
     if recipe.terms and teacher is None:
         raise ConfigError("this recipe has distillation terms but no teacher was given")
+    if input_shape is None:
+        shaped = [t.loss for t in recipe.terms
+                  if losses.get(t.loss).needs - _SHAPELESS_NEEDS or t.pairs is not None]
+        if shaped:
+            raise ConfigError(
+                f"Distiller: terms {', '.join(sorted(set(shaped)))} build connectors from the models' "
+                "stage shapes; pass input_shape=(C, H, W)")
     probe = bool(recipe.terms) and input_shape is not None
     s_shapes = shapes(student, tuple(input_shape)) if probe else None
     t_shapes = shapes(teacher, tuple(input_shape)) if probe else None
     seen: dict[str, int] = {}
     terms = nn.ModuleList()
-    for spec in recipe.terms:
-        pairs = spec.pairs
-        if pairs == "auto":
-            pairs = auto_pairs(t_shapes, s_shapes)
-        elif isinstance(pairs, dict):
-            pairs = depth_pairs(t_shapes, s_shapes, pairs["depths"])
-        if pairs is not None:
-            for ti, si in pairs:
-                if not (0 <= ti < t_shapes.num_stages and 0 <= si < s_shapes.num_stages):
-                    raise ConfigError(
-                        f"terms[{spec.loss}].pairs: ({ti}, {si}) out of range; the teacher has stages "
-                        f"0..{t_shapes.num_stages - 1}, the student 0..{s_shapes.num_stages - 1}"
-                    )
+    for i, spec in enumerate(recipe.terms):
+        pairs = resolve_pairs(spec.pairs, t_shapes, s_shapes, where=f"terms[{i}] ({spec.loss}).pairs")
         loss = losses.create(spec.loss, student=s_shapes, teacher=t_shapes, pairs=pairs, **spec.params)
         n = seen.get(spec.loss, 0)
         seen[spec.loss] = n + 1
@@ -146,7 +97,6 @@ class Distiller(nn.Module):
         student: nn.Module,
         recipe: Recipe,
         input_shape: Iterable[int] | None = None,
-        terms: nn.ModuleList | None = None,
         context: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -156,23 +106,20 @@ class Distiller(nn.Module):
         if teacher is not None:
             teacher.requires_grad_(False)
             teacher.eval()
-        if terms is None:
-            if input_shape is None:
-                from . import losses
-
-                shaped = [t.loss for t in recipe.terms if losses.get(t.loss).needs - {"logits", "index", "input"}
-                          or t.pairs is not None]
-                if shaped:
-                    raise ConfigError(
-                        f"Distiller: terms {', '.join(sorted(set(shaped)))} build connectors from the models' "
-                        "stage shapes; pass input_shape=(C, H, W)")
-            terms = build_terms(recipe, student, teacher, None if input_shape is None else tuple(input_shape))
+        terms = _build_terms(recipe, student, teacher, None if input_shape is None else tuple(input_shape))
         self.terms = terms
         self.ce_weight = float(recipe.ce_weight)
         self.needs = frozenset().union(*(t.loss.needs for t in terms)) if len(terms) else frozenset()
         ctx = {"teacher_model": teacher, "student_model": student, **(context or {})}
         for t in terms:
             t.loss.setup(**ctx)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, teacher: nn.Module | None, student: nn.Module,
+                    input_shape: Iterable[int] | None = None, context: dict[str, Any] | None = None) -> Distiller:
+        """Build the recipe's terms (losses, connectors, pairs resolved against the probed stage shapes) around
+        ``student`` and the frozen ``teacher``. ``teacher`` may be ``None`` for a recipe without terms."""
+        return cls(teacher, student, recipe, input_shape=input_shape, context=context)
 
     # -- modes and parameters -------------------------------------------------------------------
     def train(self, mode: bool = True) -> Distiller:
@@ -211,7 +158,7 @@ class Distiller(nn.Module):
         return out.detach()
 
     # -- the loss -------------------------------------------------------------------------------
-    def forward(
+    def step(
         self,
         x: Tensor,
         y: Tensor,
@@ -219,15 +166,17 @@ class Distiller(nn.Module):
         teacher_outputs: Outputs | None = None,
         index: Tensor | None = None,
         term_scales: dict[str, float] | None = None,
-        keep_logits: bool = False,
-    ) -> dict[str, Tensor]:
+    ) -> Step:
+        """One step's losses and the student's outputs. ``term_scales`` multiplies terms by key (0 skips a
+        term); ``teacher_outputs`` replaces the teacher's forward (cached or scheme-provided outputs)."""
         s_out = self.student.forward_outputs(x) if self.needs_feats else Outputs(logits=self.student(x))
         out: dict[str, Tensor] = {}
         ce = F.cross_entropy(s_out.logits.float(), y)
         out["ce"] = ce
         task = self.ce_weight * ce
         distill = torch.zeros((), device=ce.device)
-        active = [t for t in self.terms if t.weight * (term_scales or {}).get(t.key, 1.0) != 0.0]
+        scales = term_scales or {}
+        active = [t for t in self.terms if t.weight * scales.get(t.key, 1.0) != 0.0]
         if active:
             t_out = teacher_outputs if teacher_outputs is not None else self.teacher_outputs(x)
             extra: dict[str, Any] = {}
@@ -238,15 +187,24 @@ class Distiller(nn.Module):
             if "input" in self.needs:
                 extra["x"] = x
             for t in active:
-                scale = (term_scales or {}).get(t.key, 1.0)
                 value = t.loss(s_out, t_out, y, **extra)
                 out[t.key] = value
-                distill = distill + (t.weight * scale) * value
+                distill = distill + (t.weight * scales.get(t.key, 1.0)) * value
         for t in self.terms:
             out.setdefault(t.key, torch.zeros((), device=ce.device))
         out["task"] = task
         out["distill"] = distill
         out["loss"] = task + distill
-        if keep_logits:  # for the trainer's schemes (DML, DLB, mean teacher); not a loss
-            out["_logits"] = s_out.logits
-        return out
+        return Step(out, s_out)
+
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        teacher_outputs: Outputs | None = None,
+        index: Tensor | None = None,
+        term_scales: dict[str, float] | None = None,
+    ) -> dict[str, Tensor]:
+        """The named loss tensors of :meth:`step` (``ce``, one per term, ``task``, ``distill``, ``loss``)."""
+        return self.step(x, y, teacher_outputs=teacher_outputs, index=index, term_scales=term_scales).losses

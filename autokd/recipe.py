@@ -1,12 +1,16 @@
 """A :class:`Recipe` says everything about one way to distil: student, distillation terms, scheme, optimiser.
 
-Recipes round-trip through YAML (with a schema version) and carry their provenance (study, trial,
-metrics, seed, autokd version), so an exported best recipe can be retrained or plugged into a user's loop.
+Recipes are pure data: pydantic models that round-trip through YAML (with a schema version) and carry
+their provenance (study, trial, metrics, seed, autokd version). They check their own structure (types,
+finite non-negative weights, the form of layer pairs) and build nothing: component names and
+hyper-parameters are checked against the registries by ``autokd.train.check_recipe`` (which also fills
+in defaults), and ``autokd.Distiller.from_recipe`` builds the terms.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._version import __version__
 from .errors import ConfigError
+from .files import atomic_write_text, format_validation_error, load_yaml
 
 __all__ = ["Recipe", "StudentSpec", "TermSpec", "SchemeSpec", "OptimSpec", "Provenance", "SCHEMA_VERSION"]
 
@@ -28,17 +33,13 @@ class _Strict(BaseModel):
 class StudentSpec(_Strict):
     """A model from the zoo: ``name`` plus keyword arguments of its factory (e.g. depth, width)."""
 
-    name: str
+    name: str = Field(min_length=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("name")
+    @field_validator("kwargs")
     @classmethod
-    def _name_known(cls, v: str) -> str:
-        from . import models
-
-        if not (v.startswith("tv/") or ":" in v):
-            models.MODELS.canonical(v, where="student.name")
-        return v
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_values(v, "kwargs")
 
     def label(self) -> str:
         if not self.kwargs:
@@ -49,19 +50,20 @@ class StudentSpec(_Strict):
 class TermSpec(_Strict):
     """One distillation term: ``weight × loss(student, teacher)``."""
 
-    loss: str
-    weight: float = 1.0
+    loss: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     params: dict[str, Any] = Field(default_factory=dict)
     pairs: list[tuple[int, int]] | Literal["auto"] | dict[str, list[float]] | None = None
 
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_values(v, "params")
+
     @model_validator(mode="after")
     def _check(self) -> TermSpec:
-        from . import losses
-
-        cls = losses.LOSSES.get(self.loss, where="terms[].loss")
-        self.params = cls.resolve_hparams(self.params)
-        if self.weight < 0:
-            raise ValueError(f"terms[].weight must be >= 0, got {self.weight}")
+        if isinstance(self.pairs, list) and any(t < 0 or s < 0 for t, s in self.pairs):
+            raise ValueError("terms[].pairs: stage indices must be >= 0")
         if isinstance(self.pairs, dict):
             depths = self.pairs.get("depths")
             if set(self.pairs) != {"depths"} or not depths or any(not 0 < d <= 1 for d in depths):
@@ -70,34 +72,24 @@ class TermSpec(_Strict):
 
 
 class SchemeSpec(_Strict):
-    name: str = "standard"
+    name: str = Field("standard", min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("name")
+    @field_validator("params")
     @classmethod
-    def _known(cls, v: str) -> str:
-        from . import schemes
-
-        schemes.SCHEMES.canonical(v, where="scheme.name")
-        return v
-
-    @model_validator(mode="after")
-    def _params(self) -> SchemeSpec:
-        from . import schemes
-
-        schemes.create(self.name, **self.params)  # validates the parameters now, not at build time
-        return self
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_values(v, "params")
 
 
 class OptimSpec(_Strict):
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, allow_inf_nan=False)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
-    gamma: float = Field(0.1, gt=0)
+    gamma: float = Field(0.1, gt=0, allow_inf_nan=False)
     warmup_epochs: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(15, ge=1)
@@ -121,7 +113,7 @@ class Recipe(_Strict):
 
     schema_version: int = SCHEMA_VERSION
     student: StudentSpec
-    ce_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     terms: list[TermSpec] = Field(default_factory=list)
     scheme: SchemeSpec = Field(default_factory=SchemeSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
@@ -156,13 +148,12 @@ class Recipe(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def dump(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)  # atomic: an interrupted write never corrupts an existing recipe
-        return path
+        """Write the recipe as YAML, atomically (an interrupted write never corrupts an existing recipe)."""
+        return atomic_write_text(path, self.to_yaml())
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "recipe") -> Recipe:
@@ -175,56 +166,15 @@ class Recipe(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: malformed YAML ({_yaml_where(e)})") from None
-        return cls.from_dict(data, source=str(path))
-
-    # ---- building -----------------------------------------------------------------------------
-    def build_student(self, num_classes: int, in_channels: int):
-        from . import models
-
-        return models.create(self.student.name, num_classes, in_channels=in_channels, **self.student.kwargs)
-
-    def build(self, num_classes: int, input_shape: tuple[int, int, int], teacher=None):
-        """Build ``(student, distiller_terms, scheme)`` for this recipe.
-
-        ``teacher`` (an ``nn.Module`` with ``forward_outputs``) is needed when the recipe has terms whose
-        losses build connectors from the teacher's shapes.
-        """
-        from . import schemes
-        from .distiller import build_terms
-
-        student = self.build_student(num_classes, input_shape[0])
-        terms = build_terms(self, student, teacher, input_shape)
-        scheme = schemes.create(self.scheme.name, **self.scheme.params)
-        return student, terms, scheme
+        return cls.from_dict(load_yaml(path, what="recipe file"), source=str(path))
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _yaml_where(e: yaml.YAMLError) -> str:
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return str(problem)
-
-
-def format_validation_error(e: ValidationError) -> str:
-    """One line naming the first failing field and why."""
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    extra = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{loc}: {msg}{extra}"
+def _finite_values(d: dict[str, Any], what: str) -> dict[str, Any]:
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{what}.{k}: must be a finite number, got {v}")
+    return d

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 from autokd.config import StudyConfig
-from autokd.final import retrain
-from autokd.recipe import Recipe
-from autokd.search.run import best_trial, prepare, search
+from autokd.context import StudyContext
+from autokd.retrain import retrain
+from autokd.search import trial_record as tr
+from autokd.search.export import best_trial
+from autokd.search.run import run_search as search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +64,8 @@ def main() -> None:
         epochs = sum(int(t.user_attrs.get("epochs", 0)) for t in study.trials)
         pruned = sum(1 for t in study.trials if t.state.name == "PRUNED")
         best = best_trial(study)
-        recipe = Recipe.from_dict(best.user_attrs["recipe"])
-        ctx = prepare(cfg, log=lambda *a: None)
+        recipe = tr.recipe_of(best)
+        ctx = StudyContext.open(cfg, log=lambda *a: None)
         res = retrain(ctx, recipe, seeds=3, baselines=False, log=lambda *a: None)
         accs = res.rows["recipe"]
         rows.append((proxy or "none", len(study.trials), pruned, epochs, best.values[0], statistics.mean(accs),

@@ -35,11 +35,11 @@ import torch
 
 from autokd import data, proxies
 from autokd.config import TeacherSpec
-from autokd.proxies.candidates import StudentCandidate, enumerate_students, sample_students
 from autokd.proxies.score import build_student, score_student
 from autokd.proxies.stats import bootstrap_ci, kendall_tau_b, spearman_rho
 from autokd.recipe import OptimSpec, Recipe, TermSpec
 from autokd.search.space import SearchSpace
+from autokd.search.students import StudentCandidate, enumerate_students, sample_students
 from autokd.train import CachedTeacher, Trainer, obtain_teacher
 
 ROOT = Path(__file__).resolve().parents[1]

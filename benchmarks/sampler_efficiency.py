@@ -129,15 +129,16 @@ def run_digits(args) -> dict[str, list[list[float]]]:
 
     from autokd.search import pruners
     from autokd.search.objective import Objective
-    from autokd.search.run import prepare
+    from autokd.search.run import open_context, open_space
 
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = digits_config(args)
     t0 = time.time()
-    ctx = prepare(cfg, log=lambda *a: print("  [digits]", *a, flush=True))
+    space = open_space(cfg)
+    ctx = open_context(cfg, space, log=lambda *a: print("  [digits]", *a, flush=True))
     print(f"  [digits] prepared data + teacher in {time.time() - t0:.1f}s; space {cfg.space_path.name}: "
-          f"{ctx.space.count_configurations():,} discrete configurations", flush=True)
+          f"{space.count_configurations():,} discrete configurations", flush=True)
     curves: dict[str, list[list[float]]] = {s: [] for s in args.samplers}
     for seed in range(args.seeds):
         seed_ctx = dataclasses.replace(ctx, cfg=cfg.model_copy(update={"seed": seed}))
@@ -145,14 +146,14 @@ def run_digits(args) -> dict[str, list[list[float]]]:
             t1 = time.time()
             kw = dict(args.kwargs.get(name, {}))
             if name in ("mcts", "evolution"):
-                kw.setdefault("space", ctx.space)  # what the study runner should pass (sampler_kwargs)
+                kw.setdefault("space", space)  # what the study runner should pass (sampler_kwargs)
             from autokd.search import samplers
 
             sampler = samplers.create(name, seed=seed, **kw)
             study = optuna.create_study(direction="maximize", sampler=sampler,
                                         pruner=pruners.create(args.pruner, args.epochs))
             # a primitive combination can fail (e.g. out of memory): count it as a failed trial, go on
-            study.optimize(Objective(seed_ctx, epochs=args.epochs, multi_objective=False), n_trials=args.trials,
+            study.optimize(Objective(seed_ctx, space, epochs=args.epochs, multi_objective=False), n_trials=args.trials,
                            gc_after_trial=True, catch=(RuntimeError,))
             values = [t.value if t.state == optuna.trial.TrialState.COMPLETE else None for t in study.trials]
             curves[name].append(best_so_far(values, maximize=True))

@@ -37,7 +37,7 @@ final: {{seeds: 2, epochs: 1}}
     # baselines (CE-only, KD) for each of the space's 2 students, then 3 searched trials
     assert len(st.trials) == 7
     kinds = sorted(t.user_attrs.get("baseline") or "searched" for t in st.trials)
-    assert kinds == ["ce"] * 2 + ["kd"] * 2 + ["searched"] * 3
+    assert kinds == ["ce_only"] * 2 + ["kd"] * 2 + ["searched"] * 3
     students = {t.user_attrs["student"] for t in st.trials if t.user_attrs.get("baseline") == "kd"}
     assert students == {"cnn(width=2)", "cnn(width=3)"}
     assert sqlite3.connect(db).execute("select count(*) from trials").fetchone()[0] == 7

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from autokd import Distiller, Recipe, models
-from autokd.errors import ConfigError, UnknownNameError
+from autokd.errors import ConfigError
 from autokd.recipe import OptimSpec, StudentSpec, TermSpec
+from autokd.train import check_recipe
 
 
 def _recipe():
@@ -26,10 +27,15 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_defaults_are_filled_in_and_validated():
-    t = TermSpec(loss="kd")
-    assert t.params == {"temperature": 4.0}
-    with pytest.raises(UnknownNameError, match="did you mean 'kd'"):
-        TermSpec(loss="kdd")
+    r = Recipe(student=StudentSpec(name="cnn"), terms=[TermSpec(loss="kd")])
+    assert r.terms[0].params == {}  # pure data: the recipe holds what it was given
+    assert check_recipe(r).terms[0].params == {"temperature": 4.0}
+    with pytest.raises(ConfigError, match="did you mean 'kd'"):
+        check_recipe(Recipe(student=StudentSpec(name="cnn"), terms=[TermSpec(loss="kdd")]))
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        check_recipe(Recipe(student=StudentSpec(name="cnn"), terms=[TermSpec(loss="kd", params={"temperature": -3})]))
+    with pytest.raises(ConfigError, match="unknown model"):
+        check_recipe(Recipe(student=StudentSpec(name="cnn_w44")))
 
 
 @pytest.mark.parametrize(
@@ -41,13 +47,15 @@ def test_defaults_are_filled_in_and_validated():
         ({"optim": {"name": "adam"}}, "optim.name"),
         ({"bogus": 1}, "bogus: unknown field"),
         ({"terms": [{"loss": "kd", "params": {"temp": 2}}]}, "no hyper-parameter 'temp'"),
+        ({"terms": [{"loss": "kd", "weight": float("inf")}]}, "terms.0.weight"),
+        ({"terms": [{"loss": "kd", "params": {"temperature": float("nan")}}]}, "finite"),
     ],
 )
 def test_bad_recipes_give_one_line_naming_the_field(patch, match):
     d = _recipe().to_dict()
     d.update(patch)
     with pytest.raises(ConfigError, match=match) as e:
-        Recipe.from_dict(d, source="r.yaml")
+        check_recipe(Recipe.from_dict(d, source="r.yaml"), source="r.yaml")
     assert "\n" not in str(e.value)
 
 
@@ -62,7 +70,7 @@ def test_distiller_in_a_user_loop():
     torch.manual_seed(0)
     r = _recipe()
     teacher = models.create("cnn", 10, in_channels=1, width=8)
-    student = r.build_student(10, 1)
+    student = models.from_spec(r.student, 10, 1)
     d = Distiller(teacher, student, r, input_shape=(1, 8, 8))
     opt = torch.optim.SGD(d.trainable_parameters(), lr=0.1)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
@@ -87,9 +95,9 @@ def test_distiller_in_a_user_loop():
 def test_distiller_with_three_arguments_for_logit_recipes():
     r = _recipe()
     teacher = models.create("cnn", 10, in_channels=1, width=8)
-    d = Distiller(teacher, r.build_student(10, 1), r)
+    d = Distiller(teacher, models.from_spec(r.student, 10, 1), r)
     out = d(torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,)))
     assert all(v.dim() == 0 for v in out.values())
     feat = Recipe.from_dict({**r.to_dict(), "terms": [{"loss": "at", "weight": 1.0}]})
     with pytest.raises(ConfigError, match="input_shape"):
-        Distiller(teacher, feat.build_student(10, 1), feat)
+        Distiller(teacher, models.from_spec(feat.student, 10, 1), feat)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError, close_matches
+from ..errors import ConfigError
+from ..hparams import HParam, resolve
 from ..outputs import Outputs, Shapes
+from ..pairs import Pairs, auto_pairs
 from ..registry import Registry
 
 __all__ = ["HParam", "DistillLoss", "LOSSES", "register", "Pairs"]
-
-Pairs = list[tuple[int, int]]
 
 #: What a loss may declare in ``needs``. The trainer provides each one without per-method branches.
 NEEDS = frozenset(
@@ -27,44 +26,6 @@ NEEDS = frozenset(
         "teacher_model",  # the teacher nn.Module, passed once through ``setup(teacher_model=...)``
     }
 )
-
-
-@dataclass(frozen=True)
-class HParam:
-    """A declared hyper-parameter: its default and its default search range.
-
-    ``kind`` is ``float`` | ``int`` | ``categorical`` | ``bool``. Ranges spanning orders of magnitude use
-    ``log=True``.
-    """
-
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] | None = None
-    kind: str = "float"
-    doc: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("float", "int", "categorical", "bool"):
-            raise ValueError(f"HParam.kind must be float|int|categorical|bool, got {self.kind!r}")
-        if self.kind in ("float", "int") and (self.low is None or self.high is None or self.low > self.high):
-            raise ValueError(f"HParam needs low <= high, got {self.low}, {self.high}")
-        if self.log and self.low is not None and self.low <= 0:
-            raise ValueError("a log-scale HParam needs low > 0")
-
-    def search_spec(self) -> dict[str, Any]:
-        """The default range in search-space syntax."""
-        if self.kind == "categorical":
-            return {"choices": list(self.choices or ())}
-        if self.kind == "bool":
-            return {"choices": [False, True]}
-        spec: dict[str, Any] = {"low": self.low, "high": self.high}
-        if self.log:
-            spec["log"] = True
-        if self.kind == "int":
-            spec["int"] = True
-        return spec
 
 
 class DistillLoss(nn.Module):
@@ -106,34 +67,9 @@ class DistillLoss(nn.Module):
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:
-        unknown = [k for k in given if k not in cls.hparams]
-        if unknown:
-            k = unknown[0]
-            hint = close_matches(k, cls.hparams)
-            allowed = ", ".join(sorted(cls.hparams)) or "none"
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"loss {cls.name!r} has no hyper-parameter {k!r}{did}; allowed: {allowed}")
-        out = {k: h.default for k, h in cls.hparams.items()}
-        for k, v in given.items():
-            out[k] = cls._check_value(k, v)
-        return out
-
-    @classmethod
-    def _check_value(cls, key: str, value: Any) -> Any:
-        h = cls.hparams[key]
-        if h.kind in ("float", "int"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"loss {cls.name!r}: {key} must be a number, got {value!r}")
-            return int(value) if h.kind == "int" else float(value)
-        if h.kind == "bool":
-            if not isinstance(value, bool):
-                raise ConfigError(f"loss {cls.name!r}: {key} must be true or false, got {value!r}")
-            return value
-        if h.choices is not None and value not in h.choices:
-            raise ConfigError(
-                f"loss {cls.name!r}: {key} must be one of {', '.join(map(str, h.choices))}; got {value!r}"
-            )
-        return value
+        """Every hyper-parameter's value: ``given`` checked (see :func:`autokd.hparams.resolve`), defaults
+        for the rest."""
+        return resolve(cls.hparams, given, f"loss {cls.name!r}")
 
     def setup(self, **context: Any) -> None:
         """Receive run-wide context once before training: ``teacher_model``, ``student_model`` and, from the
@@ -150,8 +86,6 @@ class DistillLoss(nn.Module):
             raise ConfigError(f"loss {self.name!r} needs the student's and teacher's Shapes to build")
         if default == "last":
             return [(self.teacher_shapes.num_stages - 1, self.student_shapes.num_stages - 1)]
-        from ..distiller import auto_pairs
-
         return auto_pairs(self.teacher_shapes, self.student_shapes)
 
     def pretrain(self, *, teacher_model: nn.Module, loader, device, epochs: int) -> None:

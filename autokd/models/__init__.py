@@ -24,6 +24,7 @@ from .wrap import FeatureWrapper, discover_stages, torchvision_model, user_model
 __all__ = [
     "MODELS",
     "create",
+    "from_spec",
     "names",
     "shapes",
     "count_params",
@@ -73,3 +74,11 @@ def create(name: str, num_classes: int, in_channels: int = 3, **kw: Any) -> nn.M
             + hint
         )
     return factory(num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+def from_spec(spec: Any, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """Build the model a recipe's ``student`` (or a study's ``teacher``) names: ``spec.name`` and
+    ``spec.kwargs``; the model records its name in ``arch_name``."""
+    model = create(spec.name, num_classes, in_channels=in_channels, **dict(spec.kwargs))
+    model.arch_name = spec.name
+    return model

@@ -34,8 +34,7 @@ from typing import Any
 
 from . import diswot, gradient, kd_ridge, naswot, size, synflow, zen  # noqa: F401  (register the proxies)
 from .base import PROXIES, Proxy, proxy_batch
-from .candidates import StudentCandidate, enumerate_students, mutate_student, sample_students
-from .score import rank_rows, score_candidates, write_csv
+from .score import build_student, score_student
 
 __all__ = [
     "PROXIES",
@@ -44,13 +43,8 @@ __all__ = [
     "names",
     "needs_teacher",
     "proxy_batch",
-    "score_candidates",
-    "rank_rows",
-    "write_csv",
-    "StudentCandidate",
-    "enumerate_students",
-    "sample_students",
-    "mutate_student",
+    "score_student",
+    "build_student",
 ]
 
 

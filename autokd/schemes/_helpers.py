@@ -3,7 +3,6 @@ fingerprints for cache keys, and re-fetching samples for a fresh augmented view.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import models
 from ..errors import ConfigError
+from ..fingerprint import config_hash, model_fingerprint
 from ..outputs import Outputs
+
+__all__ = ["soft_kl", "model_fingerprint", "recipe_identity", "require_logit_terms", "MeanLogits", "fetch_batch",
+           "trained_helper"]
 
 log = logging.getLogger("autokd.schemes")
 
@@ -27,16 +31,6 @@ def soft_kl(student_logits: Tensor, target_logits: Tensor, temperature: float = 
     log_p = F.log_softmax(student_logits.float() / t, dim=1)
     log_q = F.log_softmax(target_logits.float() / t, dim=1)
     return F.kl_div(log_p, log_q, reduction="batchmean", log_target=True) * (t * t)
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """Stable short hash of a model's class and weights (its identity in cache keys)."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"|{k}:{t.dtype}:{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def recipe_identity(recipe) -> dict[str, Any]:
@@ -88,24 +82,20 @@ def trained_helper(
     recipe,
     key_obj: dict[str, Any],
     *,
-    data,
+    trainer,
     teacher: nn.Module,
-    teacher_source,
-    device: torch.device,
+    teacher_source=None,
     epochs: int,
-    cache_dir: Path | None,
     events: list[str],
 ) -> tuple[nn.Module, str]:
-    """Return ``(model, key)``: a model trained by ``Trainer.fit(recipe)`` (its scheme must be ``standard``)
-    from ``teacher``, stored once as ``cache_dir/<kind>-<key>.pt`` where ``key`` hashes ``key_obj``; later calls
-    with the same key load it (``torch.load(weights_only=True)``) instead of training. Without ``cache_dir``
-    it is trained on every call. ``events`` receives one line per action ("<kind>: trained …" / "loaded …")."""
-    from ..train.teacher import config_hash, make_teacher_source
-    from ..train.trainer import Trainer
-
+    """Return ``(model, key)``: a model trained by ``trainer.sibling(teacher).fit(recipe)`` (its scheme must be
+    ``standard``), stored once as ``<trainer.cache_dir>/<kind>-<key>.pt`` where ``key`` hashes ``key_obj``;
+    later calls with the same key load it (``torch.load(weights_only=True)``) instead of training. Without a
+    cache folder it is trained on every call. ``events`` receives one line per action ("<kind>: trained …" /
+    "loaded …")."""
+    data, device, cache_dir = trainer.data, trainer.device, trainer.cache_dir
     key = config_hash({**key_obj, "kind": kind, "v": 1})
-    model = recipe.build_student(data.num_classes, data.input_shape[0])
-    model.arch_name = recipe.student.name
+    model = models.from_spec(recipe.student, data.num_classes, data.input_shape[0])
     path = Path(cache_dir) / f"{kind}-{key}.pt" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
@@ -118,9 +108,8 @@ def trained_helper(
         except Exception:  # a corrupt cache entry is retrained, never trusted
             pass
     if teacher_source is None:
-        teacher_source = make_teacher_source("auto", teacher, data, device, cache_dir=cache_dir, key=f"{kind}-{key}")
-    trainer = Trainer(data, teacher=teacher, teacher_source=teacher_source, device=device, cache_dir=cache_dir)
-    res = trainer.fit(recipe, epochs=epochs, measure=False)
+        teacher_source = trainer.source_for(teacher, key=f"{kind}-{key}")
+    res = trainer.sibling(teacher, teacher_source).fit(recipe, epochs=epochs, measure=False)
     model = res.student
     model.arch_name = recipe.student.name
     metrics = {"val_acc": res.metrics["val_acc"], "epochs": epochs}
@@ -133,11 +122,3 @@ def trained_helper(
                   + (f", saved {path}" if path is not None else ", not cached (no cache_dir)"))
     log.info(events[-1])
     return model.to(device).eval().requires_grad_(False), key
-
-
-def helper_source(model: nn.Module, data, device: torch.device, cache_dir: Path | None, key: str):
-    """A teacher source over a frozen helper model: its logits cached by sample index when the training
-    transform is deterministic, else computed online."""
-    from ..train.teacher import make_teacher_source
-
-    return make_teacher_source("auto", model, data, device, cache_dir=cache_dir, key=key)

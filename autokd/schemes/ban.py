@@ -7,16 +7,10 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses.base import HParam
+from ..fingerprint import config_hash
+from ..hparams import HParam
 from ..outputs import Outputs
-from ._helpers import (
-    MeanLogits,
-    helper_source,
-    model_fingerprint,
-    recipe_identity,
-    require_logit_terms,
-    trained_helper,
-)
+from ._helpers import MeanLogits, model_fingerprint, recipe_identity, require_logit_terms, trained_helper
 from .base import Scheme, register
 
 __all__ = ["BAN"]
@@ -39,7 +33,7 @@ class BAN(Scheme):
 
     name = "ban"
     paper = "Furlanello et al., ICML 2018, Born-Again Neural Networks"
-    params_spec = {
+    hparams = {
         "generations": HParam(2, 1, 5, kind="int", doc="number of generations, the trained student included"),
         "ensemble": HParam(False, kind="bool", doc="teach with the mean logits of all previous generations"),
     }
@@ -52,10 +46,8 @@ class BAN(Scheme):
         self.events: list[str] = []
         self._source = None
 
-    def setup(self, *, distiller, recipe, data, device, epochs, teacher, cache_dir=None, teacher_source=None,
-              **context) -> None:
+    def setup(self, *, distiller, recipe, data, epochs, teacher, trainer, teacher_source=None, **context) -> None:
         from ..recipe import SchemeSpec
-        from ..train.teacher import config_hash
 
         require_logit_terms(self.name, distiller, "a previous generation")
         ensemble = self.params["ensemble"]
@@ -72,14 +64,13 @@ class BAN(Scheme):
                 t, source = self._teacher_of(ensemble), None
             key_obj = {**base, "recipe": recipe_identity(gen_recipe), "generation": k, "previous": keys,
                        "ensemble": ensemble and k >= 2}
-            model, key = trained_helper(f"ban-gen{k}", gen_recipe, key_obj, data=data, teacher=t,
-                                        teacher_source=source, device=device, epochs=epochs,
-                                        cache_dir=cache_dir, events=self.events)
+            model, key = trained_helper(f"ban-gen{k}", gen_recipe, key_obj, trainer=trainer, teacher=t,
+                                        teacher_source=source, epochs=epochs, events=self.events)
             self.generations.append(model)
             keys.append(key)
         if self.generations:
             key = config_hash({"generations": keys, "ensemble": ensemble})
-            self._source = helper_source(self._teacher_of(ensemble), data, device, cache_dir, key=f"ban-{key}")
+            self._source = trainer.source_for(self._teacher_of(ensemble), key=f"ban-{key}")
 
     def _teacher_of(self, ensemble: bool) -> nn.Module:
         if ensemble and len(self.generations) > 1:

@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, close_matches
+from ..distiller import Step
+from ..errors import ConfigError
+from ..hparams import HParam, resolve
 from ..outputs import Outputs
 from ..registry import Registry
 
@@ -48,52 +50,21 @@ class Scheme:
     - per epoch: ``term_scales(epoch, total, keys)`` (per-term multiplier; 0 switches a term off for the
       epoch), then ``on_epoch_start(epoch, total, steps_per_epoch)``;
     - per step: ``teacher_outputs(x, idx, default)`` (only when a term is active; ``default()`` returns
-      the teacher source's outputs), the distiller's losses, ``extra_losses(x, y, idx, losses)`` (weighted
-      tensors added to ``"loss"`` and, unless their key is in ``helper_loss_keys``, to ``"distill"``),
+      the teacher source's outputs), the distiller's :class:`~autokd.distiller.Step` (losses + the student's
+      outputs), ``extra_losses(x, y, idx, step)`` (weighted tensors added to ``"loss"`` and, unless their key
+      is in ``helper_loss_keys``, to ``"distill"``),
       ``backward_step(losses, optimizer)``, the LR-scheduler step, ``after_step()``;
     - ``on_epoch_end(epoch, total)``.
     """
 
     name: ClassVar[str] = "standard"
     paper: ClassVar[str] = "-"
-    params_spec: ClassVar[dict[str, Any]] = {}
+    hparams: ClassVar[dict[str, HParam]] = {}
     #: keys of ``extra_losses`` that train helper models (added to ``"loss"`` but not to ``"distill"``)
     helper_loss_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.params_spec))
-        if unknown:
-            k = unknown[0]
-            allowed = ", ".join(sorted(self.params_spec)) or "none"
-            hint = close_matches(k, self.params_spec)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"scheme {self.name!r} has no parameter {k!r}{did}; allowed: {allowed}")
-        values = {k: v.default for k, v in self.params_spec.items()}
-        for k, v in params.items():
-            values[k] = self._check_value(k, v)
-        self.params = values
-
-    @classmethod
-    def _check_value(cls, key: str, value: Any) -> Any:
-        spec = cls.params_spec[key]
-        kind = getattr(spec, "kind", None)
-        where = f"scheme {cls.name!r}: {key}"
-        if kind in ("float", "int"):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{where} must be a number, got {value!r}")
-            if kind == "int":
-                if isinstance(value, float) and not value.is_integer():
-                    raise ConfigError(f"{where} must be an integer, got {value!r}")
-                return int(value)
-            return float(value)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where} must be true or false, got {value!r}")
-            return value
-        choices = getattr(spec, "choices", None)
-        if choices and value not in choices:
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
-        return value
+        self.params = resolve(self.hparams, params, f"scheme {self.name!r}")
 
     # -- hooks ----------------------------------------------------------------------------------
     def setup(self, **context: Any) -> None:
@@ -117,7 +88,7 @@ class Scheme:
     def teacher_outputs(self, x: Tensor, idx: Tensor, default: Callable[[], Outputs | None]) -> Outputs | None:
         return default()
 
-    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, step: Step) -> dict[str, Tensor]:
         return {}
 
     def backward_step(self, losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:

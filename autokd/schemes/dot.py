@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..losses.base import HParam
+from ..hparams import HParam
 from .base import Scheme, register
 
 __all__ = ["DOT", "DOTOptimizer"]
@@ -109,7 +109,7 @@ class DOT(Scheme):
 
     name = "dot"
     paper = "Zhao et al., ICCV 2023, DOT: A Distillation-Oriented Trainer"
-    params_spec = {"delta": HParam(0.075, 0.0, 0.09, doc="momentum gap: task m - delta, distillation m + delta")}
+    hparams = {"delta": HParam(0.075, 0.0, 0.09, doc="momentum gap: task m - delta, distillation m + delta")}
 
     def build_optimizer(self, distiller, optim) -> torch.optim.Optimizer:
         if optim.name != "sgd":

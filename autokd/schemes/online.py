@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import models
+from ..distiller import Step
 from ..errors import ConfigError
-from ..losses.base import HParam
+from ..hparams import HParam
 from ._helpers import fetch_batch, soft_kl
 from .base import Scheme, register
 
@@ -35,7 +37,7 @@ class DML(Scheme):
 
     name = "dml"
     paper = "Zhang et al., CVPR 2018, Deep Mutual Learning"
-    params_spec = {
+    hparams = {
         "peers": HParam(1, 1, 4, kind="int", doc="number of peer models trained with the student"),
         "weight": HParam(1.0, 0.1, 10.0, log=True, doc="weight of the mutual KL terms"),
         "temperature": HParam(1.0, 1.0, 8.0, doc="softmax temperature of the mutual terms"),
@@ -50,7 +52,8 @@ class DML(Scheme):
 
     def setup(self, *, recipe, data, device, **context) -> None:
         self.peers = nn.ModuleList(
-            [recipe.build_student(data.num_classes, data.input_shape[0]) for _ in range(self.params["peers"])]
+            [models.from_spec(recipe.student, data.num_classes, data.input_shape[0])
+             for _ in range(self.params["peers"])]
         ).to(device).train()
 
     def extra_parameters(self) -> list[nn.Parameter]:
@@ -59,9 +62,9 @@ class DML(Scheme):
     def on_epoch_start(self, epoch: int, total_epochs: int, steps_per_epoch: int) -> None:
         self.peers.train()
 
-    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, step: Step) -> dict[str, Tensor]:
         t, w = self.params["temperature"], self.params["weight"]
-        cohort = [losses["_logits"]] + [peer(x) for peer in self.peers]
+        cohort = [step.student.logits] + [peer(x) for peer in self.peers]
         mutual = []
         for k, logits in enumerate(cohort):
             others = [o.detach() for j, o in enumerate(cohort) if j != k]
@@ -116,7 +119,7 @@ class DLB(Scheme):
 
     name = "dlb"
     paper = "Shen et al., CVPR 2022, Self-Distillation from the Last Mini-Batch for Consistency Regularization"
-    params_spec = {
+    hparams = {
         "temperature": HParam(3.0, 1.0, 8.0),
         "alpha": HParam(1.0, 0.1, 10.0, log=True, doc="weight of the last-mini-batch KL"),
     }
@@ -137,8 +140,8 @@ class DLB(Scheme):
     def wrap_loader(self, loader):
         return _LastBatchLoader(loader, self, self._dataset)
 
-    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = losses["_logits"]
+    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, step: Step) -> dict[str, Tensor]:
+        logits = step.student.logits
         n = self._overlap
         self.soft_targets = None
         value = torch.zeros((), device=logits.device)
@@ -176,7 +179,7 @@ class MeanTeacher(Scheme):
 
     name = "mean_teacher"
     paper = "Tarvainen & Valpola, NeurIPS 2017, Mean teachers are better role models"
-    params_spec = {
+    hparams = {
         "ema_decay": HParam(0.999, 0.99, 0.9999, log=True),
         "consistency": HParam(100.0, 1.0, 1000.0, log=True, doc="max weight of the consistency MSE"),
         "rampup_fraction": HParam(0.25, 0.0, 0.5, doc="fraction of the epochs of the sigmoid ramp-up"),
@@ -207,12 +210,12 @@ class MeanTeacher(Scheme):
         epoch, total, spe, step = self._pos
         return sigmoid_rampup(epoch + step / spe, self.params["rampup_fraction"] * total)
 
-    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, step: Step) -> dict[str, Tensor]:
         x_t = x if self._dataset is None else fetch_batch(self._dataset, idx).to(device=x.device, dtype=x.dtype)
         self.ema.train()
         with torch.no_grad():
             ema_logits = self.ema(x_t)
-        s = losses["_logits"]
+        s = step.student.logits
         mse = F.mse_loss(F.softmax(s.float(), dim=1), F.softmax(ema_logits.float(), dim=1))
         return {"mean_teacher": (self.params["consistency"] * self.ramp()) * mse}
 

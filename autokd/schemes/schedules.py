@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ConfigError
-from ..losses.base import HParam
+from ..hparams import HParam
 from .base import Scheme, register
 
 __all__ = ["ESKD", "WeightSchedule", "stop_epoch", "schedule_scale"]
@@ -28,7 +28,7 @@ class ESKD(Scheme):
 
     name = "eskd"
     paper = "Cho & Hariharan, ICCV 2019, On the Efficacy of Knowledge Distillation"
-    params_spec = {
+    hparams = {
         "stop_fraction": HParam(0.5, 0.1, 0.9, doc="fraction of the epochs trained with the distillation terms"),
     }
 
@@ -75,7 +75,7 @@ class WeightSchedule(Scheme):
 
     name = "weight_schedule"
     paper = "- (DKD warm-up, Zhao et al. CVPR 2022; annealing)"
-    params_spec = {
+    hparams = {
         "mode": HParam("linear", choices=("constant", "linear", "cosine"), kind="categorical"),
         "warmup_fraction": HParam(0.2, 0.05, 0.5, doc="linear: fraction of the epochs to reach full weight"),
         "final_scale": HParam(0.0, 0.0, 1.0, doc="cosine: the scale reached at the last epoch"),

@@ -9,9 +9,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..losses.base import HParam
+from ..hparams import HParam
 from ..outputs import Outputs
-from ._helpers import helper_source, model_fingerprint, recipe_identity, require_logit_terms, trained_helper
+from ._helpers import model_fingerprint, recipe_identity, require_logit_terms, trained_helper
 from .base import Scheme, register
 
 __all__ = ["TAKD", "default_assistant"]
@@ -54,7 +54,7 @@ class TAKD(Scheme):
 
     name = "takd"
     paper = "Mirzadeh et al., AAAI 2020, Improved Knowledge Distillation via Teacher Assistant"
-    params_spec = {
+    hparams = {
         "assistant": HParam(None, kind="categorical", doc="zoo model name of the assistant; null = default"),
         "assistant_kwargs": HParam({}, kind="categorical", doc="keyword arguments of the assistant's factory"),
         "assistant_epochs": HParam(0, 0, 200, kind="int", doc="epochs to train the assistant; 0 = the student's"),
@@ -91,17 +91,16 @@ class TAKD(Scheme):
                       terms=[TermSpec(loss="kd", weight=0.9, params={"temperature": 4.0})],
                       optim=OptimSpec(epochs=epochs), seed=0)
 
-    def setup(self, *, distiller, recipe, data, device, epochs, teacher, cache_dir=None, teacher_source=None,
-              **context) -> None:
+    def setup(self, *, distiller, recipe, data, epochs, teacher, trainer, teacher_source=None, **context) -> None:
         require_logit_terms(self.name, distiller, "the teacher assistant")
         a_epochs = self.params["assistant_epochs"] or epochs
         a_recipe = self.assistant_recipe(teacher, distiller.student, a_epochs)
         key_obj = {"assistant": recipe_identity(a_recipe), "epochs": a_epochs,
                    "teacher": model_fingerprint(teacher), "data": data.info}
         self.assistant, key = trained_helper(
-            "takd-assistant", a_recipe, key_obj, data=data, teacher=teacher, teacher_source=teacher_source,
-            device=device, epochs=a_epochs, cache_dir=cache_dir, events=self.events)
-        self._source = helper_source(self.assistant, data, device, cache_dir, key=f"takd-assistant-{key}")
+            "takd-assistant", a_recipe, key_obj, trainer=trainer, teacher=teacher, teacher_source=teacher_source,
+            epochs=a_epochs, events=self.events)
+        self._source = trainer.source_for(self.assistant, key=f"takd-assistant-{key}")
 
     def teacher_outputs(self, x: Tensor, idx: Tensor, default: Callable[[], Outputs | None]) -> Outputs | None:
         return self._source.batch(x, idx)

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..proxies.candidates import (
+from . import trial_record as tr
+from .students import (
     StudentCandidate,
     enumerate_students,
     mutate_student,
@@ -35,11 +36,7 @@ from ..proxies.candidates import (
     sample_students,
 )
 
-__all__ = ["run_diswot", "search_students", "CANDIDATES_ATTR", "RANK_ATTR", "SUMMARY_ATTR"]
-
-CANDIDATES_ATTR = "diswot_candidates"
-RANK_ATTR = "diswot_rank"
-SUMMARY_ATTR = "diswot"
+__all__ = ["run_diswot", "search_students"]
 
 
 def search_students(space, evaluate: Callable[[StudentCandidate], float], *, method: str = "evolution",
@@ -118,7 +115,7 @@ def _key(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
+def run_diswot(ctx, space, study, spec, progress=None, *, epochs: int | None = None,
                log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Training-free student search over ``ctx.space`` with ``spec`` (:class:`~autokd.config.DiswotSpec`),
     then KD training of the top-k as trials of ``study``. Returns the top-k rows, best first:
@@ -136,7 +133,7 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
     from .objective import Objective
 
     log = log or (lambda *_: None)
-    space, cfg = ctx.space, ctx.cfg
+    cfg = ctx.cfg
     name = proxies.PROXIES.canonical(spec.proxy, where="search.diswot.proxy")
     proxy = proxies.create(name)
     teacher = ctx.teacher
@@ -147,14 +144,14 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
     x, y = x.to(ctx.device), y.to(ctx.device)
     num_classes, in_channels = ctx.data.num_classes, ctx.data.input_shape[0]
 
-    previous = {r["key"]: r for r in (study.user_attrs.get(CANDIDATES_ATTR) or [])
+    previous = {r["key"]: r for r in (study.user_attrs.get(tr.StudyKey.DISWOT_CANDIDATES.value) or [])
                 if isinstance(r, dict) and r.get("proxy") == name and "key" in r}
     rows: list[dict[str, Any]] = []
     budget = int(spec.candidates)
     t_start = time.perf_counter()
 
     def save() -> None:
-        study.set_user_attr(CANDIDATES_ATTR, rows)
+        study.set_user_attr(tr.StudyKey.DISWOT_CANDIDATES.value, rows)
 
     def evaluate(c: StudentCandidate) -> float:
         old = previous.get(c.key)
@@ -193,7 +190,7 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
 
     ranked = sorted((r for r in rows if r["score"] is not None), key=lambda r: (-r["score"], r["order"]))
     top = ranked[: int(spec.top_k)]
-    study.set_user_attr(SUMMARY_ATTR, {"proxy": name, "method": spec.method, "budget": budget,
+    study.set_user_attr(tr.StudyKey.DISWOT.value, {"proxy": name, "method": spec.method, "budget": budget,
                                        "evaluated": len(rows), "top_k": len(top),
                                        "batch_size": spec.batch_size,
                                        "search_seconds": round(search_s, 3), "seed": seed})
@@ -201,17 +198,16 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
     existing = _ranked_trials(study)
     for rank, r in enumerate(top):
         t = existing.get(rank)
-        if t is not None and t.user_attrs.get("diswot_key") == r["key"]:
+        if t is not None and t.user_attrs.get(tr.Key.DISWOT_KEY.value) == r["key"]:
             continue  # resumed: this rank already has its trial
         cand = StudentCandidate(r["option"], r["name"], dict(r["kwargs"]))
-        study.enqueue_trial(cand.params(space), user_attrs={RANK_ATTR: rank, "proxy_score": r["score"],
-                                                           "proxy": name, "diswot_key": r["key"]})
+        study.enqueue_trial(cand.params(space), user_attrs=tr.record_diswot(rank, r["score"], name, r["key"]))
         log(f"diswot: rank {rank} {r['student']} (score {r['score']:.6g}) enqueued")
 
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     if waiting:
         multi = len(study.directions) > 1
-        objective = Objective(ctx, epochs=epochs if epochs is not None else cfg.search.epochs,
+        objective = Objective(ctx, space, epochs=epochs if epochs is not None else cfg.search.epochs,
                               multi_objective=multi, progress=progress)
         if progress is not None and hasattr(progress, "search_started"):
             progress.search_started(study, len(waiting), len(waiting))
@@ -227,8 +223,7 @@ def run_diswot(ctx, study, spec, progress=None, *, epochs: int | None = None,
         row = {"rank": rank, **{k: r[k] for k in ("student", "option", "name", "kwargs", "params", "score")}}
         row["trial"] = t.number if t is not None else None
         row["state"] = t.state.name if t is not None else None
-        row["val_acc"] = (t.values[0] if t is not None and t.values else t.user_attrs.get("val_acc")) \
-            if t is not None else None
+        row["val_acc"] = (t.values[0] if t.values else tr.metric_of(t, tr.Key.VAL_ACC)) if t is not None else None
         out.append(row)
     return out
 
@@ -239,7 +234,7 @@ def _ranked_trials(study) -> dict[int, Any]:
 
     out: dict[int, Any] = {}
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        rank = t.user_attrs.get(RANK_ATTR)
+        rank = tr.diswot_rank_of(t)
         if rank is not None and t.state != optuna.trial.TrialState.FAIL:
-            out[int(rank)] = t
+            out[rank] = t
     return out

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..recipe import Recipe, StudentSpec
+from ..files import atomic_write_text
+from ..recipe import Recipe
 from ..train.trainer import TrainingDiverged
+from . import trial_record as tr
 
-__all__ = ["Objective", "BASELINE_ATTR"]
+if TYPE_CHECKING:
+    from ..context import StudyContext
+    from .space import SearchSpace
 
-BASELINE_ATTR = "baseline"
+__all__ = ["Objective"]
 
 
 class Objective:
@@ -25,8 +28,10 @@ class Objective:
     accuracy (per-seed values in the ``val_acc_seeds`` attribute), which makes selection less noisy on small
     validation splits."""
 
-    def __init__(self, ctx, *, epochs: int | None, multi_objective: bool, progress=None) -> None:
+    def __init__(self, ctx: StudyContext, space: SearchSpace, *, epochs: int | None, multi_objective: bool,
+                 progress=None) -> None:
         self.ctx = ctx
+        self.space = space
         self.epochs = epochs
         self.multi = multi_objective
         self.progress = progress
@@ -46,27 +51,24 @@ class Objective:
         from .prescreen import Prescreen
 
         score = self.prescreen.score(recipe, None, self.ctx.teacher)
-        trial.set_user_attr("proxy_score", score)
-        if is_baseline or "diswot_rank" in trial.user_attrs:
+        tr.record_proxy(trial, score)
+        if is_baseline or tr.diswot_rank_of(trial) is not None:
             return
         prune, why = self.prescreen.decide(score, Prescreen.study_history(trial.study, exclude=trial.number))
         if prune:
-            trial.set_user_attr("prune_reason", why)
-            trial.set_user_attr("epochs", 0)
+            tr.record_pruned(trial, why, epochs=0)
             raise optuna.TrialPruned(why)
 
     def recipe_for(self, trial) -> Recipe:
-        cfg, space = self.ctx.cfg, self.ctx.space
-        kind = trial.user_attrs.get(BASELINE_ATTR)
-        if kind:
-            student = trial.user_attrs.get("baseline_student")
-            recipe = space.baseline(kind, student=StudentSpec(**student) if student else None,
-                                    temperature=cfg.search.baseline_temperature,
-                                    kd_weight=cfg.search.baseline_kd_weight,
-                                    ce_weight=cfg.search.baseline_ce_weight)
+        search = self.ctx.cfg.search
+        kind = tr.baseline_of(trial)
+        if kind is not None:
+            recipe = self.space.baseline(kind, student=tr.baseline_student_of(trial),
+                                         temperature=search.baseline_temperature, kd_weight=search.baseline_kd_weight,
+                                         ce_weight=search.baseline_ce_weight)
         else:
-            recipe = space.suggest(trial)
-        recipe.seed = cfg.seed
+            recipe = self.space.suggest(trial)
+        recipe.seed = self.ctx.cfg.seed
         if self.epochs:
             recipe.optim.epochs = self.epochs  # the recipe records exactly what was trained
         return recipe
@@ -75,12 +77,9 @@ class Objective:
         import optuna
 
         recipe = self.recipe_for(trial)
-        is_baseline = bool(trial.user_attrs.get(BASELINE_ATTR))
+        is_baseline = tr.is_baseline(trial)
         epochs = recipe.optim.epochs
-        trial.set_user_attr("recipe", recipe.to_dict())
-        trial.set_user_attr("student", recipe.student.label())
-        trial.set_user_attr("seed", recipe.seed)
-        trial.set_user_attr("description", recipe.describe())
+        tr.record_recipe(trial, recipe)
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)
         if self.progress is not None:
@@ -92,10 +91,11 @@ class Objective:
             trial.report(acc, epoch)
             return (not is_baseline) and trial.should_prune()
 
+        trainer = self.ctx.trainer
         try:
-            res = self.ctx.trainer.fit(recipe, epochs=epochs, report=report)
+            res = trainer.fit(recipe, epochs=epochs, report=report)
         except TrainingDiverged as e:  # KD-Zero's loss rejection: a distiller whose loss explodes is pruned
-            trial.set_user_attr("prune_reason", str(e))
+            tr.record_pruned(trial, str(e), diverged=True)
             raise optuna.TrialPruned(str(e)) from None
         except ConfigError as e:
             if is_baseline:
@@ -103,11 +103,10 @@ class Objective:
             # a sampled combination the components refuse (e.g. a transform chain too large): not a bug of
             # the study, so the search goes on; the reason is recorded for the report
             reason = f"invalid configuration: {e}"
-            trial.set_user_attr("prune_reason", reason)
-            trial.set_user_attr("epochs", 0)
+            tr.record_pruned(trial, reason, epochs=0)
             raise optuna.TrialPruned(reason) from None
         except RuntimeError as e:  # e.g. out of memory: the trial FAILs (recorded), the study goes on
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            tr.record_failed(trial, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
             raise
         m = dict(res.metrics)
         if not res.stopped and len(self.seeds) > 1:
@@ -115,31 +114,26 @@ class Objective:
             accs = [m["val_acc"]]
             for seed in self.seeds[1:]:
                 try:
-                    extra = self.ctx.trainer.fit(recipe.with_seed(seed), epochs=epochs, measure=False)
+                    extra = trainer.fit(recipe.with_seed(seed), epochs=epochs, measure=False)
                 except TrainingDiverged as e:
-                    trial.set_user_attr("prune_reason", f"seed {seed}: {e}")
+                    tr.record_pruned(trial, f"seed {seed}: {e}", diverged=True)
                     raise optuna.TrialPruned(str(e)) from None
                 accs.append(extra.metrics["val_acc"])
                 m["epochs"] += extra.metrics["epochs"]
                 m["train_time_s"] += extra.metrics["train_time_s"]
-            trial.set_user_attr("val_acc_seeds", accs)
-            trial.set_user_attr("val_acc_std", statistics.stdev(accs))
+            tr.record_seeds(trial, accs)
             m["val_acc"] = statistics.mean(accs)
-        for k in ("val_acc", "best_val_acc", "params", "flops", "latency_ms", "epochs", "train_time_s",
-                  "epoch_time_s"):
-            if k in m:
-                trial.set_user_attr(k, m[k])
+        tr.record_metrics(trial, m)
         self._save(trial.number, recipe, m, res.history)
         if res.stopped:
             reason = f"pruned at epoch {m['epochs'] - 1}: val acc {m['val_acc']:.4f} (by {self.ctx.cfg.search.pruner})"
-            trial.set_user_attr("prune_reason", reason)
+            tr.record_pruned(trial, reason)
             raise optuna.TrialPruned(reason)
         if self.multi:
             return m["val_acc"], float(m["params"])
         return m["val_acc"]
 
     def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:
-        d = Path(self.ctx.cfg.study_dir) / "trials" / str(number)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": history}, indent=1))
+        d = self.ctx.cfg.study_dir / "trials" / str(number)
+        atomic_write_text(d / "metrics.json", json.dumps({"metrics": metrics, "history": history}, indent=1))
         recipe.dump(d / "recipe.yaml")

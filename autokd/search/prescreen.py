@@ -7,10 +7,10 @@ several workers. Wiring in an objective::
 
     pre = Prescreen.from_study(study, cfg.search.prescreen, batch)         # once
     s = pre.score(recipe, None, teacher)
-    trial.set_user_attr(PROXY_SCORE_ATTR, s)
+    trial_record.record_proxy(trial, s)
     prune, reason = pre.decide(s, Prescreen.study_history(trial.study, exclude=trial.number))
     if prune:
-        trial.set_user_attr("prune_reason", reason)
+        trial_record.record_pruned(trial, reason, epochs=0)
         raise optuna.TrialPruned(reason)
 """
 
@@ -24,12 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import models
 from ..errors import ConfigError
+from . import trial_record
 
-__all__ = ["Prescreen", "decide", "history_from_study", "PROXY_SCORE_ATTR", "PRUNE_REASON_ATTR"]
-
-PROXY_SCORE_ATTR = "proxy_score"
-PRUNE_REASON_ATTR = "prune_reason"
+__all__ = ["Prescreen", "decide", "history_from_study"]
 
 
 def decide(score: float, history: Sequence[float], *, keep: float, warmup: int,
@@ -68,9 +67,9 @@ def history_from_study(study, exclude: int | Iterable[int] | None = None) -> lis
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         if t.number in skip or t.state == optuna.trial.TrialState.FAIL:
             continue
-        v = t.user_attrs.get(PROXY_SCORE_ATTR)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out.append(float(v))
+        v = trial_record.proxy_score_of(t)
+        if v is not None:
+            out.append(v)
     return out
 
 
@@ -108,7 +107,7 @@ class Prescreen:
 
     @classmethod
     def for_context(cls, ctx, spec, study=None, *, seed: int | None = None) -> Prescreen:
-        """From a :class:`~autokd.search.run.StudyContext`: ONE batch of ``spec.batch_size`` training images
+        """From a :class:`~autokd.context.StudyContext`: ONE batch of ``spec.batch_size`` training images
         (shuffled with the study's seed), on the trainer's device."""
         from ..proxies import proxy_batch
 
@@ -139,7 +138,7 @@ class Prescreen:
                 raise ConfigError("prescreen: cannot build the student without num_classes (or a teacher)")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                student = recipe.build_student(num_classes, int(x.shape[1]))
+                student = models.from_spec(recipe.student, num_classes, int(x.shape[1]))
             student = student.to(x.device)
         if self.needs_teacher and teacher is None:
             raise ConfigError(f"search.prescreen.proxy: {self.proxy_name!r} needs the teacher")

@@ -214,7 +214,7 @@ class SearchSpace:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
-        from ..config import load_yaml
+        from ..files import load_yaml
 
         path = Path(path)
         return cls.from_dict(load_yaml(path, what="search space"), source=str(path))
@@ -315,16 +315,16 @@ class SearchSpace:
 
     def baseline(self, kind: str, *, student: StudentSpec | None = None, optim: OptimSpec | None = None,
                  temperature: float = 4.0, kd_weight: float = 0.9, ce_weight: float = 0.1) -> Recipe:
-        """The CE-only student (``kind='ce'``) or plain KD (``kind='kd'``), same student and optimiser
+        """The CE-only student (``kind='ce_only'``) or plain KD (``kind='kd'``), same student and optimiser
         (default: the first student choice at its midpoint, the optimiser's midpoints)."""
         student = student or self.default_student()
         optim = optim or self.default_optim()
-        if kind == "ce":
+        if kind in ("ce_only", "ce"):
             return Recipe(student=student, ce_weight=1.0, terms=[], optim=optim)
         if kind == "kd":
             return Recipe(student=student, ce_weight=ce_weight, optim=optim,
                           terms=[TermSpec(loss="kd", weight=kd_weight, params={"temperature": temperature})])
-        raise ConfigError(f"baseline kind must be ce or kd, got {kind!r}")
+        raise ConfigError(f"baseline kind must be ce_only or kd, got {kind!r}")
 
     # ---- checks against the study's models -------------------------------------------------------
     def check_models(self, teacher_shapes, num_classes: int, input_shape) -> None:
@@ -570,10 +570,7 @@ def _term_option(name: str, cfg: dict[str, Any], where: str) -> TermOption:
         if k in given:
             p = parse_param(given[k], f"{where}.params.{k}")
             for v in (p.choices if isinstance(p, Choice) else (p.value,) if isinstance(p, Fixed) else (p.low, p.high)):
-                try:
-                    cls._check_value(k, v if h.kind != "int" or not isinstance(v, float) else int(v))
-                except ConfigError as e:
-                    raise ConfigError(f"{where}.params.{k}: {e}") from None
+                h.check(v, f"{where}.params.{k}: loss {name!r}: {k}")
         elif fixed:
             p = Fixed(h.default)
         else:
@@ -672,12 +669,11 @@ def _parse_schemes(spec: Any, source: str) -> list[SchemeOption]:
         cls = schemes.SCHEMES.get(str(name), where="scheme")
         if params == "default":  # search every searchable parameter over its default range
             params = {k: (h.search_spec() if h.kind in ("float", "int", "bool") else list(h.choices))
-                      for k, h in getattr(cls, "params_spec", {}).items()
-                      if h.kind in ("float", "int", "bool") or h.choices}
+                      for k, h in cls.hparams.items() if h.searchable}
         params = params or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{source}: scheme.{name}: expected a mapping of parameters")
-        allowed = getattr(cls, "params_spec", {})
+        allowed = cls.hparams
         parsed = {}
         for k, v in params.items():
             if k not in allowed:
@@ -701,7 +697,7 @@ def _parse_optim(spec: dict[str, Any], source: str) -> dict[str, Param]:
             out[k] = parse_param(v, f"{source}: optim.{k}")
     from pydantic import ValidationError
 
-    from ..recipe import format_validation_error
+    from ..files import format_validation_error
 
     probes = [{k: p.midpoint() for k, p in out.items()}]
     probes += [{**probes[0], k: b} for k, p in out.items() if isinstance(p, Range) for b in (p.low, p.high)]

@@ -19,9 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distiller import Distiller
+from .. import models, schemes
+from ..distiller import Distiller, Step
 from ..errors import AutoKDError, ConfigError
 from ..recipe import Recipe
+from .checks import check_recipe
+from .sources import OnlineTeacher, TeacherSource, make_teacher_source
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "resolve_device", "evaluate", "measure_model"]
 
@@ -122,9 +125,10 @@ def _rng_devices(dev: torch.device) -> list[int]:
     return [dev.index if dev.index is not None else torch.cuda.current_device()]
 
 
-def _add_extra_losses(losses: dict[str, torch.Tensor], scheme, extra: dict[str, torch.Tensor]) -> None:
+def _add_extra_losses(step: Step, scheme, extra: dict[str, torch.Tensor]) -> None:
     """Add a scheme's extra (already weighted) loss terms: each to ``"loss"``, and to ``"distill"`` unless it
     trains a helper model (``scheme.helper_loss_keys``); logged under its own key."""
+    losses = step.losses
     for k, v in extra.items():
         if k in losses:
             raise ConfigError(f"scheme {scheme.name!r}: its loss term {k!r} clashes with a recipe term's key")
@@ -160,8 +164,6 @@ class Trainer:
         if teacher is not None:
             teacher.to(self.device).eval().requires_grad_(False)
         if teacher_source is None and teacher is not None:
-            from .teacher import OnlineTeacher
-
             teacher_source = OnlineTeacher(teacher)
         self.teacher_source = teacher_source
         self.on_epoch = on_epoch
@@ -179,15 +181,17 @@ class Trainer:
         if epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {epochs}")
         dev = self.device
-        torch.manual_seed(recipe.seed)
+        recipe = check_recipe(recipe)
         if recipe.terms and self.teacher is None:
             raise ConfigError("the recipe has distillation terms but the trainer has no teacher")
-        student, terms, scheme = recipe.build(self.data.num_classes, self.data.input_shape, teacher=self.teacher)
+        scheme = schemes.create(recipe.scheme.name, **recipe.scheme.params)
+        torch.manual_seed(recipe.seed)
+        student = models.from_spec(recipe.student, self.data.num_classes, self.data.input_shape[0])
         context = {"num_samples": len(self.data.train), "num_classes": self.data.num_classes,
                    "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir,
                    "batch_size": recipe.optim.batch_size}
-        distiller = Distiller(self.teacher if recipe.terms else None, student, recipe, terms=terms,
-                              context=context).to(dev)
+        distiller = Distiller.from_recipe(recipe, self.teacher if recipe.terms else None, student,
+                                          input_shape=self.data.input_shape, context=context).to(dev)
         # helpers a scheme trains or loads in setup (TAKD's assistant, BAN's generations, DML's peers) draw
         # from a forked RNG: the student's run is the same whether they were trained or loaded from cache
         with torch.random.fork_rng(devices=_rng_devices(dev)):
@@ -223,18 +227,16 @@ class Trainer:
                 if active:
                     t_out = scheme.teacher_outputs(x, idx, partial(self._source_outputs, x, idx,
                                                                    distiller.needs_feats))
-                losses = distiller(x, y, teacher_outputs=t_out, index=idx, term_scales=scales,
-                                   keep_logits=True)
-                _add_extra_losses(losses, scheme, scheme.extra_losses(x, y, idx, losses))
+                out = distiller.step(x, y, teacher_outputs=t_out, index=idx, term_scales=scales)
+                _add_extra_losses(out, scheme, scheme.extra_losses(x, y, idx, out))
+                losses = out.losses
                 if not torch.isfinite(losses["loss"]):
-                    vals = {k: float(v.detach()) for k, v in losses.items() if not k.startswith("_")}
-                    raise TrainingDiverged(epoch, step, vals)
+                    raise TrainingDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
                 scheme.backward_step(losses, opt)
                 sched.step()
                 scheme.after_step()
                 for k, v in losses.items():
-                    if not k.startswith("_"):
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n_batches += 1
             scheme.on_epoch_end(epoch, epochs)
             train_time = time.perf_counter() - t0
@@ -261,6 +263,17 @@ class Trainer:
         else:
             metrics["params"] = count_params(model)
         return FitResult(model, distiller, metrics, history, stopped, scheme)
+
+    def sibling(self, teacher: nn.Module | None, teacher_source: TeacherSource | None = None) -> Trainer:
+        """A trainer over the same data, device and cache folder with another teacher (schemes train their
+        helpers with it: TAKD's assistant, BAN's generations)."""
+        return Trainer(self.data, teacher=teacher, teacher_source=teacher_source, device=self.device,
+                       cache_dir=self.cache_dir)
+
+    def source_for(self, model: nn.Module, key: str) -> TeacherSource:
+        """A teacher source over a frozen helper model: its outputs cached by sample index under
+        ``key`` when the training transform is deterministic, else computed online."""
+        return make_teacher_source("auto", model, self.data, self.device, cache_dir=self.cache_dir, key=key)
 
     def _source_outputs(self, x: torch.Tensor, idx: torch.Tensor, needs_feats: bool):
         """The teacher source's outputs for a batch (``None`` without a source: the distiller runs its teacher)."""

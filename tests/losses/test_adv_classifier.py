@@ -108,7 +108,7 @@ def test_distiller_evaluates_the_simkd_student_and_needs_the_teacher_classifier(
         ce_weight=0.0,
         terms=[TermSpec(loss="simkd"), TermSpec(loss="kd")],
     )
-    student = recipe.build_student(10, 1)
+    student = models.from_spec(recipe.student, 10, 1)
     dist = Distiller(t, student, recipe, input_shape=SHAPE)
     head = dist.inference_model()
     assert isinstance(head, SimKDStudent) and head.student is student

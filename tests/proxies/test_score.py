@@ -11,10 +11,11 @@ import optuna
 import pytest
 import torch
 
-from autokd import data, models, proxies
+from autokd import data, models
 from autokd.errors import ConfigError
-from autokd.proxies.candidates import enumerate_students, mutate_student, random_student, sample_students
 from autokd.search.space import SearchSpace
+from autokd.search.student_ranking import rank_rows, score_candidates, write_csv
+from autokd.search.students import enumerate_students, mutate_student, random_student, sample_students
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDENTS = ROOT / "search_spaces" / "students.yaml"
@@ -71,21 +72,21 @@ def test_score_candidates_rows_and_csv(space, tmp_path):
     torch.manual_seed(0)
     teacher = models.create("cnn", 10, in_channels=1, width=8).eval()
     names = ["params", "naswot", "diswot"]
-    rows = proxies.score_candidates({"data": bundle, "teacher": teacher}, space, n=4, proxies=names, seed=0,
+    rows = score_candidates({"data": bundle, "teacher": teacher}, space, n=4, proxies=names, seed=0,
                                     batch_size=32)
-    again = proxies.score_candidates({"data": bundle, "teacher": teacher}, space, n=4, proxies=names, seed=0,
+    again = score_candidates({"data": bundle, "teacher": teacher}, space, n=4, proxies=names, seed=0,
                                      batch_size=32)
     assert [r["diswot"] for r in rows] == [r["diswot"] for r in again]  # deterministic
     assert len(rows) == 4 and len({r["student"] for r in rows}) == 4
     for r in rows:
         assert isinstance(r["params"], int) and r["params"] > 0
         assert all(f"{n}_time_s" in r for n in names) and r["errors"] == {}
-    ranked = proxies.rank_rows(rows, "naswot")
+    ranked = rank_rows(rows, "naswot")
     assert [r["naswot"] for r in ranked] == sorted((r["naswot"] for r in rows), reverse=True)
-    path = proxies.write_csv(rows, tmp_path / "scores.csv")
+    path = write_csv(rows, tmp_path / "scores.csv")
     with path.open() as fh:
         read = list(csv.DictReader(fh))
     assert [r["student"] for r in read] == [r["student"] for r in rows]
     assert json.loads(read[0]["kwargs"]) == rows[0]["kwargs"]
     with pytest.raises(ConfigError, match="teacher"):
-        proxies.score_candidates({"data": bundle}, space, n=2, proxies=["diswot"])
+        score_candidates({"data": bundle}, space, n=2, proxies=["diswot"])

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from autokd import data, models, schemes
+from autokd.distiller import Step
 from autokd.errors import ConfigError
+from autokd.outputs import Outputs
 from autokd.recipe import OptimSpec, Recipe, SchemeSpec, StudentSpec, TermSpec
 from autokd.schemes import DOTOptimizer
 from autokd.schemes.online import DLB, DML, sigmoid_rampup
 from autokd.schemes.schedules import schedule_scale
-from autokd.train import Trainer
+from autokd.train import Trainer, check_recipe
 from autokd.train.trainer import Trainer as _Trainer
 
 ALL = {"standard", "eskd", "weight_schedule", "dot", "takd", "dml", "ban", "dlb", "mean_teacher"}
@@ -59,7 +61,7 @@ def test_names_lists_every_scheme():
     for name in schemes.names():
         cls = schemes.get(name)
         assert cls.__doc__ and cls.paper
-        for key, spec in cls.params_spec.items():
+        for key, spec in cls.hparams.items():
             assert hasattr(spec, "default") and spec.search_spec() is not None, (name, key)
         schemes.create(name)  # the defaults are valid
 
@@ -77,8 +79,8 @@ def test_unknown_scheme_param_is_a_one_line_config_error():
         schemes.create("weight_schedule", mode="exp")
     d = _recipe("dml", {}, terms=False).to_dict()
     d["scheme"]["params"] = {"peer": 2}
-    with pytest.raises(ConfigError, match="scheme.*has no parameter 'peer'"):  # through a recipe: at load time
-        Recipe.from_dict(d)
+    with pytest.raises(ConfigError, match="scheme.*has no hyper-parameter 'peer'"):  # before anything trains
+        check_recipe(Recipe.from_dict(d))
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -288,7 +290,7 @@ def test_dml_mutual_terms_follow_the_paper():
     scheme.peers = nn.ModuleList([peer])
     x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
     s = torch.randn(6, 3, requires_grad=True)
-    out = scheme.extra_losses(x, y, torch.arange(6), {"_logits": s})
+    out = scheme.extra_losses(x, y, torch.arange(6), Step({}, Outputs(logits=s)))
     p_logits = peer(x)
 
     def kl(target, logits):  # KL(p_target || p_logits), batch mean
@@ -304,10 +306,10 @@ def test_dlb_batches_overlap_by_half_and_targets_are_the_last_predictions(bundle
     steps = []
     orig = DLB.extra_losses
 
-    def record(self, x, y, idx, losses):
+    def record(self, x, y, idx, step):
         n = self._overlap
-        out = orig(self, x, y, idx, losses)
-        steps.append({"idx": idx.clone(), "n": n, "logits": losses["_logits"].detach().clone(),
+        out = orig(self, x, y, idx, step)
+        steps.append({"idx": idx.clone(), "n": n, "logits": step.student.logits.detach().clone(),
                       "targets": self.soft_targets, "dlb": out["dlb"].detach()})
         return out
 
@@ -336,7 +338,7 @@ def test_mean_teacher_ema_equals_the_hand_computed_average(bundle):
     from autokd import Distiller
 
     r = _recipe("mean_teacher", terms=False, ce_weight=1.0)
-    student = r.build_student(10, 1)
+    student = models.from_spec(r.student, 10, 1)
     distiller = Distiller(None, student, r, input_shape=(1, 8, 8))
     mt = schemes.create("mean_teacher", ema_decay=0.6)
     mt.setup(distiller=distiller, data=bundle, device=torch.device("cpu"), epochs=1)

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from autokd.config import StudyConfig
-from autokd.search.run import best_trial, search
+from autokd.search.export import best_trial
+from autokd.search.run import run_search as search
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def test_sampler_and_pruner_run(tmp, sampler, pruner):
     states = [t.state for t in study.trials]
     assert len(states) == 4 and optuna.trial.TrialState.FAIL not in states
     baselines = sorted(t.user_attrs.get("baseline") for t in study.trials if t.user_attrs.get("baseline"))
-    assert baselines == ["ce", "kd"]
+    assert baselines == ["ce_only", "kd"]
     for t in study.trials:
         assert "recipe" in t.user_attrs and t.user_attrs["seed"] == cfg.seed
         if t.state == optuna.trial.TrialState.COMPLETE:
@@ -65,7 +66,7 @@ def test_baseline_trials_are_not_pruned_and_enqueued_once(tmp):
     search(cfg, log=lambda *a: None)
     study = search(_cfg(tmp, "once", "random", "median", trials=2), log=lambda *a: None)
     kinds = [t.user_attrs.get("baseline") for t in study.trials]
-    assert kinds.count("ce") == 1 and kinds.count("kd") == 1 and len(kinds) == 4
+    assert kinds.count("ce_only") == 1 and kinds.count("kd") == 1 and len(kinds) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials if t.user_attrs.get("baseline"))
 
 

@@ -10,13 +10,14 @@ import torch
 
 from autokd import proxies
 from autokd.config import StudyConfig
+from autokd.context import StudyContext
 from autokd.errors import ConfigError
-from autokd.proxies.candidates import StudentCandidate
 from autokd.proxies.score import build_student
-from autokd.search.backends.optuna_backend import open_study
-from autokd.search.diswot import CANDIDATES_ATTR, RANK_ATTR, run_diswot, search_students
-from autokd.search.run import prepare
+from autokd.search.backends.optuna_backend import make_pruner, make_sampler
+from autokd.search.backends.storage import open_study
+from autokd.search.diswot import run_diswot, search_students
 from autokd.search.space import SearchSpace
+from autokd.search.students import StudentCandidate
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDENTS = ROOT / "search_spaces" / "students.yaml"
@@ -72,12 +73,13 @@ search: {{mode: diswot, sampler: random, pruner: none, epochs: 1,
           diswot: {{candidates: 6, top_k: 2, population: 3, batch_size: 32}}}}
 """)
     cfg = StudyConfig.load(path)
-    ctx = prepare(cfg, log=lambda *a: None)
-    study = open_study(cfg, multi_objective=False, epochs=1)
+    ctx = StudyContext.open(cfg, log=lambda *a: None)
+    space = SearchSpace.load(cfg.space_path)
+    study = open_study(cfg, multi_objective=False, sampler=make_sampler(cfg, space), pruner=make_pruner(cfg, 1))
     logs: list[str] = []
-    top = run_diswot(ctx, study, cfg.search.diswot, log=logs.append)
+    top = run_diswot(ctx, space, study, cfg.search.diswot, log=logs.append)
 
-    rows = study.user_attrs[CANDIDATES_ATTR]
+    rows = study.user_attrs["diswot_candidates"]
     assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
     assert all(isinstance(r["score"], float) and r["params"] > 0 for r in rows)
     # a recorded score is the proxy's score of that student, initialised with the study seed
@@ -90,7 +92,7 @@ search: {{mode: diswot, sampler: random, pruner: none, epochs: 1,
     best = sorted(rows, key=lambda r: -r["score"])[:2]
     trials = study.get_trials()
     assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert [t.user_attrs[RANK_ATTR] for t in trials] == [0, 1]
+    assert [t.user_attrs["diswot_rank"] for t in trials] == [0, 1]
     assert [t.user_attrs["proxy_score"] for t in trials] == [r["score"] for r in best]
     assert [t.user_attrs["student"] for t in trials] == [r["student"] for r in best]
     assert [r["student"] for r in top] == [r["student"] for r in best]
@@ -98,6 +100,6 @@ search: {{mode: diswot, sampler: random, pruner: none, epochs: 1,
     assert study.user_attrs["diswot"]["evaluated"] == 6
 
     # resume: scores are reused, nothing is trained twice
-    top2 = run_diswot(ctx, study, cfg.search.diswot, log=logs.append)
+    top2 = run_diswot(ctx, space, study, cfg.search.diswot, log=logs.append)
     assert len(study.get_trials()) == 2 and [r["trial"] for r in top2] == [0, 1]
     assert "(6 reused)" in logs[-1] or any("(6 reused)" in m for m in logs)

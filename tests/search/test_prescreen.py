@@ -12,7 +12,7 @@ from autokd import data, models, proxies
 from autokd.config import PrescreenSpec
 from autokd.errors import ConfigError, UnknownNameError
 from autokd.recipe import Recipe, StudentSpec, TermSpec
-from autokd.search.prescreen import PROXY_SCORE_ATTR, Prescreen, decide, history_from_study
+from autokd.search.prescreen import Prescreen, decide, history_from_study
 
 SCORES = [5.0, 3.0, 8.0, 2.0, 6.0, 1.0, 7.0, 4.0]
 # keep 0.5 -> median of the earlier scores, after 3 of them:
@@ -51,7 +51,7 @@ def test_study_wiring_records_every_score_and_resumes_from_the_study():
 
     def objective(trial):  # what the runner's objective does, with a scripted proxy score
         s = SCORES[trial.number] if trial.number < len(SCORES) else 0.0
-        trial.set_user_attr(PROXY_SCORE_ATTR, s)
+        trial.set_user_attr("proxy_score", s)
         prune, reason = pre.decide(s, Prescreen.study_history(trial.study, exclude=trial.number))
         if prune:
             trial.set_user_attr("prune_reason", reason)
@@ -61,7 +61,7 @@ def test_study_wiring_records_every_score_and_resumes_from_the_study():
     study.optimize(objective, n_trials=len(SCORES))
     pruned = [t.state == optuna.trial.TrialState.PRUNED for t in study.trials]
     assert pruned == EXPECTED
-    assert [t.user_attrs[PROXY_SCORE_ATTR] for t in study.trials] == SCORES
+    assert [t.user_attrs["proxy_score"] for t in study.trials] == SCORES
     assert all(("prune_reason" in t.user_attrs) == p for t, p in zip(study.trials, pruned, strict=True))
 
     # resume: a fresh prescreen seeded from the study is already warm
@@ -74,12 +74,12 @@ def test_study_wiring_records_every_score_and_resumes_from_the_study():
 
 def test_failed_trials_and_trials_without_scores_are_not_history():
     study = optuna.create_study()
-    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={PROXY_SCORE_ATTR: 1.5}))
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"proxy_score": 1.5}))
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"baseline": "kd"}))
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
-                                              user_attrs={PROXY_SCORE_ATTR: 9.0}))
+                                              user_attrs={"proxy_score": 9.0}))
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED,
-                                              user_attrs={PROXY_SCORE_ATTR: -2.0}))
+                                              user_attrs={"proxy_score": -2.0}))
     assert history_from_study(study) == [1.5, -2.0]
 
 
@@ -91,7 +91,7 @@ def test_score_builds_the_recipes_student_as_the_trainer_does():
     recipe = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 3}), ce_weight=0.1, seed=7,
                     terms=[TermSpec(loss="kd", weight=0.9)])
     torch.manual_seed(7)
-    student = recipe.build_student(10, 1)
+    student = models.from_spec(recipe.student, 10, 1)
     expected = proxies.create("diswot")(student, teacher, pre.batch, seed=7)
     rng = torch.get_rng_state()
     assert pre.score(recipe, None, teacher) == expected

@@ -31,7 +31,7 @@ def test_shipped_spaces_sample_runnable_recipes(path):
         study.tell(trial, 0.0)
         seen.add(tuple(sorted(trial.params.items())))
         assert set(trial.params) <= set(space.parameters())
-        student = recipe.build_student(10, 1)
+        student = models.from_spec(recipe.student, 10, 1)
         d = Distiller(teacher, student, recipe, input_shape=(1, 8, 8), context={"num_samples": 8})
         out = d(x, y, index=torch.arange(8))
         out["loss"].backward()

@@ -52,7 +52,7 @@ def test_cached_teacher_gives_the_same_losses_as_online(bundle, teacher, tmp_pat
     cached = CachedTeacher(teacher, bundle, torch.device("cpu"), cache_dir=tmp_path, key="k")
     loader = bundle.loader("train", 32, shuffle=True, seed=1)
     kd = _kd_recipe()
-    student = kd.build_student(10, 1)
+    student = models.from_spec(kd.student, 10, 1)
     from autokd import Distiller
 
     d = Distiller(teacher, student, kd, input_shape=(1, 8, 8))

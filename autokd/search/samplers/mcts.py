@@ -21,6 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from .. import trial_record
 from ..params import Fixed
 from ..tree import Decision, walk
 
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["MCTSSampler", "uct_score"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-_BASELINE_ATTR = "baseline"  # autokd.search.objective.BASELINE_ATTR (baseline trials carry no params)
-_DIVERGED_PREFIX = "training diverged"  # TrainingDiverged's message, stored as the trial's prune_reason
 
 Key = tuple[str, str, Any]  # (param name, type name, value): True and 1 stay distinct as dict keys
 Path_ = tuple[Key, ...]
@@ -139,11 +138,11 @@ class _Snapshot:
 
 
 def _is_searched(t: FrozenTrial) -> bool:
-    return bool(t.params) and not t.user_attrs.get(_BASELINE_ATTR)
+    return bool(t.params) and not trial_record.is_baseline(t)
 
 
 def _diverged(t: FrozenTrial) -> bool:
-    return str(t.user_attrs.get("prune_reason", "")).startswith(_DIVERGED_PREFIX)
+    return trial_record.is_diverged(t)
 
 
 def _last_intermediate(t: FrozenTrial) -> float | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..recipe import StudentSpec
-from ..search.params import Choice, Fixed, Param, Range
+from .params import Choice, Fixed, Param, Range
 
 __all__ = ["StudentCandidate", "enumerate_students", "sample_students", "random_student", "mutate_student"]
 

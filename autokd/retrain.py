@@ -1,4 +1,5 @@
-"""Retrain a recipe with several seeds and report test accuracy beside its baselines."""
+"""The multi-seed retrain: a finished recipe trained for several seeds beside its like-for-like baselines
+(CE-only and plain KD with the same student, optimiser and schedule), evaluated on the test split."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .recipe import Recipe, TermSpec
+
+if TYPE_CHECKING:
+    from .context import StudyContext
 
 __all__ = ["retrain", "FinalResult", "baselines_for"]
 
@@ -43,7 +47,7 @@ def baselines_for(recipe: Recipe, *, temperature: float = 4.0, kd_weight: float 
     return {"ce_only": ce, "kd": kd}
 
 
-def retrain(ctx, recipe: Recipe, *, seeds: int = 3, epochs: int | None = None, out_dir: Path | None = None,
+def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 3, epochs: int | None = None, out_dir: Path | None = None,
             log=print, baselines: bool = True) -> FinalResult:
     """Train ``recipe`` (and the CE-only / KD baselines, same student and optimiser) for each seed; the test
     split is evaluated only here, on finished students."""

@@ -1,0 +1,67 @@
+"""The :class:`StudyContext`: what a study opens once — device, data, teacher, teacher source, trainer.
+
+Search, the multi-seed retrain and the training-free proxy ranking all work from one context, so the
+teacher is obtained (trained once and stored, or loaded) and its outputs are cached in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .config import StudyConfig
+    from .data import DataBundle
+    from .outputs import Shapes
+    from .train import TeacherSource, Trainer
+
+__all__ = ["StudyContext"]
+
+#: ``check(teacher_shapes, data)``: validation run once the data and the teacher's architecture are known,
+#: before the teacher trains (e.g. a search space's layer pairs against the study's models)
+ModelCheck = Callable[["Shapes", "DataBundle"], None]
+
+
+@dataclass
+class StudyContext:
+    """A study's shared resources, opened once with :meth:`open`."""
+
+    cfg: StudyConfig
+    device: torch.device
+    data: DataBundle
+    trainer: Trainer
+    teacher: nn.Module | None = None
+    teacher_source: TeacherSource | None = None
+    teacher_info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, cfg: StudyConfig, *, need_teacher: bool = True, log: Callable[[str], None] = print,
+             on_epoch: Callable[[dict], None] | None = None, check: ModelCheck | None = None) -> StudyContext:
+        """Build the data, run ``check`` against the teacher's probed shapes, then obtain the teacher (trained
+        once and stored under the study folder, or loaded from ``teacher.checkpoint``) and its output source."""
+        from . import models
+        from .train import Trainer, make_teacher_source, obtain_teacher, resolve_device
+
+        device = resolve_device(cfg.device)
+        data = cfg.data.create(cfg.base_dir)
+        if check is not None:
+            probe = models.from_spec(cfg.teacher, data.num_classes, data.input_shape[0])
+            check(models.shapes(probe, data.input_shape), data)
+            del probe
+        teacher, info, source = None, {}, None
+        cache_dir = cfg.study_dir / "cache"
+        if need_teacher:
+            t_data = data
+            if cfg.teacher.train_fraction != cfg.data.train_fraction and not cfg.teacher.checkpoint:
+                t_data = cfg.data.model_copy(update={"train_fraction": cfg.teacher.train_fraction}).create(cfg.base_dir)
+            teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
+            source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir,
+                                         key=info.get("hash", "ckpt"))
+        trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch,
+                          cache_dir=cache_dir)
+        return cls(cfg=cfg, device=device, data=data, trainer=trainer, teacher=teacher, teacher_source=source,
+                   teacher_info=info)

@@ -1,0 +1,127 @@
+"""Reading user files and writing outputs: strict YAML, one-line validation messages, atomic writes.
+
+Every file autokd writes goes through :func:`atomic_write` (a per-process temporary name in the same
+folder, then ``os.replace``): a reader, or a crash at any moment, sees the old file or the new one,
+never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "atomic_write", "atomic_write_text",
+           "temp_path"]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML's default is a silent last-wins)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # SafeLoader raises its own error below
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", mark)
+        seen[key] = key_node.start_mark
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def yaml_where(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(problem)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text -> Python data (duplicate keys refused); a one-line ConfigError naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: malformed YAML ({yaml_where(e)})") from None
+
+
+def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; one-line errors for a missing, unreadable, binary or
+    malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text YAML file (it contains NUL bytes)")
+    data = parse_yaml(text, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """One line naming the first failing field and why."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    extra = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{loc}: {msg}{extra}"
+
+
+def temp_path(path: Path) -> Path:
+    """A temporary name next to ``path`` that no other process or thread uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """``with atomic_write(p) as tmp: write tmp`` — ``tmp`` replaces ``p`` (fsynced) only if the block ends
+    without an exception; otherwise ``p`` is untouched and ``tmp`` removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
