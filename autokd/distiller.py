@@ -166,10 +166,14 @@ class Distiller(nn.Module):
         teacher_outputs: Outputs | None = None,
         index: Tensor | None = None,
         term_scales: dict[str, float] | None = None,
+        full_outputs: bool = False,
     ) -> Step:
         """One step's losses and the student's outputs. ``term_scales`` multiplies terms by key (0 skips a
-        term); ``teacher_outputs`` replaces the teacher's forward (cached or scheme-provided outputs)."""
-        s_out = self.student.forward_outputs(x) if self.needs_feats else Outputs(logits=self.student(x))
+        term); ``teacher_outputs`` replaces the teacher's forward (cached or scheme-provided outputs);
+        ``full_outputs`` asks for the student's whole :class:`Outputs` (stage features, embedding) even when
+        no term needs them (schemes whose own losses read them, e.g. auxiliary heads on the student's stages)."""
+        full = full_outputs or self.needs_feats
+        s_out = self.student.forward_outputs(x) if full else Outputs(logits=self.student(x))
         out: dict[str, Tensor] = {}
         ce = F.cross_entropy(s_out.logits.float(), y)
         out["ce"] = ce

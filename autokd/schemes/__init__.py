@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ban, dot, online, schedules, takd  # noqa: F401  (importing registers the schemes)
+from . import (  # noqa: F401  (importing registers the schemes)
+    ban,
+    dgkd,
+    dot,
+    hsakd,
+    online,
+    reskd,
+    rocket,
+    schedules,
+    self_distill,
+    sla,
+    takd,
+    tolerant,
+)
 from .base import SCHEMES, Scheme, make_optimizer, register
 from .dot import DOTOptimizer
 

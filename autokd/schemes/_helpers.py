@@ -83,13 +83,14 @@ def trained_helper(
     key_obj: dict[str, Any],
     *,
     trainer,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     teacher_source=None,
     epochs: int,
     events: list[str],
 ) -> tuple[nn.Module, str]:
-    """Return ``(model, key)``: a model trained by ``trainer.sibling(teacher).fit(recipe)`` (its scheme must be
-    ``standard``), stored once as ``<trainer.cache_dir>/<kind>-<key>.pt`` where ``key`` hashes ``key_obj``;
+    """Return ``(model, key)``: a model trained by ``trainer.sibling(teacher).fit(recipe)`` (its scheme may train
+    helpers of its own, cached the same way; ``teacher`` may be ``None`` for a recipe without terms whose scheme
+    needs no teacher), stored once as ``<trainer.cache_dir>/<kind>-<key>.pt`` where ``key`` hashes ``key_obj``;
     later calls with the same key load it (``torch.load(weights_only=True)``) instead of training. Without a
     cache folder it is trained on every call. ``events`` receives one line per action ("<kind>: trained …" /
     "loaded …")."""
@@ -107,10 +108,10 @@ def trained_helper(
                 return model.to(device).eval().requires_grad_(False), key
         except Exception:  # a corrupt cache entry is retrained, never trusted
             pass
-    if teacher_source is None:
+    if teacher_source is None and teacher is not None:
         teacher_source = trainer.source_for(teacher, key=f"{kind}-{key}")
     res = trainer.sibling(teacher, teacher_source).fit(recipe, epochs=epochs, measure=False)
-    model = res.student
+    model = res.distiller.student
     model.arch_name = recipe.student.name
     metrics = {"val_acc": res.metrics["val_acc"], "epochs": epochs}
     if path is not None:

@@ -46,31 +46,41 @@ class BAN(Scheme):
         self.events: list[str] = []
         self._source = None
 
-    def setup(self, *, distiller, recipe, data, epochs, teacher, trainer, teacher_source=None, **context) -> None:
+    def generation_recipe(self, recipe, k: int):
+        """Generation k's training recipe: the recipe itself under scheme ``standard``, seed ``seed + k + 1``."""
         from ..recipe import SchemeSpec
 
+        gen_recipe = recipe.model_copy(deep=True)
+        gen_recipe.scheme = SchemeSpec()
+        gen_recipe.seed = recipe.seed + k + 1
+        return gen_recipe
+
+    def first_teacher(self, teacher: nn.Module, teacher_source) -> tuple[nn.Module | None, object]:
+        """Generation 0's teacher and its output source: the real teacher."""
+        return teacher, teacher_source
+
+    def setup(self, *, distiller, recipe, data, epochs, teacher, trainer, teacher_source=None, **context) -> None:
         require_logit_terms(self.name, distiller, "a previous generation")
-        ensemble = self.params["ensemble"]
-        base = {"teacher": model_fingerprint(teacher), "data": data.info, "epochs": epochs}
+        ensemble = self.params.get("ensemble", False)
+        base = {"teacher": model_fingerprint(teacher) if teacher is not None else None, "data": data.info,
+                "epochs": epochs}
         keys: list[str] = []
         self.generations = []
         for k in range(self.params["generations"] - 1):
-            gen_recipe = recipe.model_copy(deep=True)
-            gen_recipe.scheme = SchemeSpec()
-            gen_recipe.seed = recipe.seed + k + 1
+            gen_recipe = self.generation_recipe(recipe, k)
             if k == 0:
-                t, source = teacher, teacher_source
+                t, source = self.first_teacher(teacher, teacher_source)
             else:
                 t, source = self._teacher_of(ensemble), None
             key_obj = {**base, "recipe": recipe_identity(gen_recipe), "generation": k, "previous": keys,
                        "ensemble": ensemble and k >= 2}
-            model, key = trained_helper(f"ban-gen{k}", gen_recipe, key_obj, trainer=trainer, teacher=t,
+            model, key = trained_helper(f"{self.name}-gen{k}", gen_recipe, key_obj, trainer=trainer, teacher=t,
                                         teacher_source=source, epochs=epochs, events=self.events)
             self.generations.append(model)
             keys.append(key)
         if self.generations:
             key = config_hash({"generations": keys, "ensemble": ensemble})
-            self._source = trainer.source_for(self._teacher_of(ensemble), key=f"ban-{key}")
+            self._source = trainer.source_for(self._teacher_of(ensemble), key=f"{self.name}-{key}")
 
     def _teacher_of(self, ensemble: bool) -> nn.Module:
         if ensemble and len(self.generations) > 1:

@@ -46,12 +46,15 @@ class Scheme:
       helpers trained or loaded here (TAKD's assistant, BAN's generations) never change the student's run.
     - ``wrap_loader(loader)`` once: the training batches ``(x, y, idx)``; must keep ``len()`` = steps/epoch.
     - ``extra_parameters()``: parameters of helper models the default optimiser also updates (DML's peers).
-    - ``build_optimizer(distiller, optim)`` once.
+    - ``build_optimizer(distiller, optim)`` once, then ``inference_model(model)`` once: the model evaluated each
+      epoch and exported, given the distiller's (the student or a term's wrapper, e.g. SimKD's); a scheme whose
+      student needs its helpers at inference (SLA's rotation aggregation, ResKD's res-student) wraps it here.
     - per epoch: ``term_scales(epoch, total, keys)`` (per-term multiplier; 0 switches a term off for the
       epoch), then ``on_epoch_start(epoch, total, steps_per_epoch)``;
     - per step: ``teacher_outputs(x, idx, default)`` (only when a term is active; ``default()`` returns
       the teacher source's outputs), the distiller's :class:`~autokd.distiller.Step` (losses + the student's
-      outputs), ``extra_losses(x, y, idx, step)`` (weighted tensors added to ``"loss"`` and, unless their key
+      outputs: its whole :class:`~autokd.outputs.Outputs`, stage features included, when the class attribute
+      ``student_outputs`` is true), ``extra_losses(x, y, idx, step)`` (weighted tensors added to ``"loss"`` and, unless their key
       is in ``helper_loss_keys``, to ``"distill"``),
       ``backward_step(losses, optimizer)``, the LR-scheduler step, ``after_step()``;
     - ``on_epoch_end(epoch, total)``.
@@ -62,6 +65,8 @@ class Scheme:
     hparams: ClassVar[dict[str, HParam]] = {}
     #: keys of ``extra_losses`` that train helper models (added to ``"loss"`` but not to ``"distill"``)
     helper_loss_keys: ClassVar[frozenset[str]] = frozenset()
+    #: True when ``extra_losses`` reads the student's stage features / embedding from ``step.student``
+    student_outputs: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = resolve(self.hparams, params, f"scheme {self.name!r}")
@@ -78,6 +83,9 @@ class Scheme:
 
     def build_optimizer(self, distiller: nn.Module, optim) -> torch.optim.Optimizer:
         return make_optimizer(list(distiller.trainable_parameters()) + list(self.extra_parameters()), optim)
+
+    def inference_model(self, model: nn.Module) -> nn.Module:
+        return model
 
     def term_scales(self, epoch: int, total_epochs: int, keys: list[str]) -> dict[str, float]:
         return {}

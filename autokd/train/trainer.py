@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @dataclass
 class FitResult:
-    student: nn.Module  # the model to evaluate and export (the student, or a SimKD-style wrapped student)
+    student: nn.Module  # the model to evaluate and export (the student, or a SimKD-/scheme-wrapped student)
     distiller: Distiller
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
@@ -203,7 +203,7 @@ class Trainer:
             t.loss.pretrain(teacher_model=self.teacher, loader=base_loader, device=dev, epochs=epochs)
         train_loader = scheme.wrap_loader(base_loader)
         opt = scheme.build_optimizer(distiller, recipe.optim)
-        model = distiller.inference_model()
+        model = scheme.inference_model(distiller.inference_model())
         eval_loader = self.data.loader(eval_split, 512, shuffle=False)
         steps_per_epoch = len(train_loader)
         sched = _scheduler(opt, recipe.optim, steps_per_epoch, epochs)
@@ -227,7 +227,8 @@ class Trainer:
                 if active:
                     t_out = scheme.teacher_outputs(x, idx, partial(self._source_outputs, x, idx,
                                                                    distiller.needs_feats))
-                out = distiller.step(x, y, teacher_outputs=t_out, index=idx, term_scales=scales)
+                out = distiller.step(x, y, teacher_outputs=t_out, index=idx, term_scales=scales,
+                                     full_outputs=scheme.student_outputs)
                 _add_extra_losses(out, scheme, scheme.extra_losses(x, y, idx, out))
                 losses = out.losses
                 if not torch.isfinite(losses["loss"]):
