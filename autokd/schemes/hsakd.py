@@ -103,8 +103,9 @@ class HSAKD(Scheme):
     block at the deepest, pooling, a linear layer with 4K outputs) sit on paired stages of teacher and student
     (:func:`~autokd.pairs.auto_pairs`, stems left out) and predict the joint (class × rotation) label of the
     input rotated by 0°, 90°, 180°, 270°. The teacher's branches are trained once on the frozen teacher (the
-    official code's ``--freezed`` mode, :func:`train_teacher_heads`, ``teacher_head_epochs`` epochs; 0 = the
-    student's) and cached as ``hsakd-teacher-heads-<hash>.pt``, keyed by the teacher's fingerprint, the data
+    official code's ``--freezed`` mode, :func:`train_teacher_heads`, ``teacher_head_epochs`` epochs — 0 = the
+    student's; the official code trains them 100 epochs —, learning rate ``teacher_head_lr``, official 0.05) and
+    cached as ``hsakd-teacher-heads-<hash>.pt``, keyed by the teacher's fingerprint, the data
     and the branches' layout; a re-run loads them. The student then learns, over the four rotations of each
     batch, ``weight × [Σ_branches T²·KL(p_t^branch ‖ p_s^branch) + T²·KL(p_t ‖ p_s)]`` (logged ``hsakd``:
     the self-supervised augmented distributions of every branch and the final classifier's outputs on all 4N
@@ -127,6 +128,7 @@ class HSAKD(Scheme):
         "temperature": HParam(3.0, 1.0, 8.0),
         "teacher_head_epochs": HParam(0, 0, 200, kind="int", doc="epochs to train the teacher's branches; "
                                                                  "0 = the student's"),
+        "teacher_head_lr": HParam(0.05, 0.01, 0.5, log=True, doc="learning rate of the teacher's branches"),
     }
     student_outputs = True
 
@@ -156,15 +158,17 @@ class HSAKD(Scheme):
         h_epochs = self.params["teacher_head_epochs"] or epochs
         torch.manual_seed(0)  # under the trainer's forked RNG: the teacher's branches never depend on the recipe
         self.teacher_heads = _heads(t_shapes, t_stages, k4).to(device)
+        lr = self.params["teacher_head_lr"]
         key = config_hash({"teacher": model_fingerprint(teacher), "data": data.info, "stages": t_stages,
-                           "heads": repr(self.teacher_heads), "epochs": h_epochs, "v": 1})
-        self._load_or_train(teacher, t_stages, data, device, h_epochs, recipe.optim.batch_size, key,
+                           "heads": repr(self.teacher_heads), "epochs": h_epochs, "lr": lr,
+                           "batch_size": recipe.optim.batch_size, "v": 1})
+        self._load_or_train(teacher, t_stages, data, device, h_epochs, recipe.optim.batch_size, lr, key,
                             cache_dir if cache_dir is not None else trainer.cache_dir)
         self.teacher_heads.requires_grad_(False).eval()
         rotated = RotatedTeacher(teacher, self.teacher_heads, t_stages).eval()
         self._source = trainer.source_for(rotated, key=f"hsakd-{key}")
 
-    def _load_or_train(self, teacher, stages, data, device, epochs, batch_size, key, cache_dir) -> None:
+    def _load_or_train(self, teacher, stages, data, device, epochs, batch_size, lr, key, cache_dir) -> None:
         path = Path(cache_dir) / f"hsakd-teacher-heads-{key}.pt" if cache_dir is not None else None
         if path is not None and path.is_file():
             try:
@@ -177,7 +181,7 @@ class HSAKD(Scheme):
             except Exception:  # a corrupt cache entry is retrained, never trusted
                 pass
         history = train_teacher_heads(teacher, self.teacher_heads, stages, data, device, epochs=epochs,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, lr=lr)
         if path is not None:
             with atomic_write(path) as tmp:
                 torch.save({"state_dict": self.teacher_heads.state_dict(), "config_hash": key,
