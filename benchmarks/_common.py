@@ -43,6 +43,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "autokd-bench"),
                     help="where the teacher is stored once")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory of one training epoch")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (e.g. 1 on a shared machine)")
     ap.add_argument("--measure-one", default=None, help=argparse.SUPPRESS)  # internal: one method, fresh process
     return ap
 
@@ -84,6 +85,8 @@ class PeakRSS:
 
 
 def setup(args, *, teacher: str = "cnn", teacher_kwargs: dict | None = None, device: str = "cpu"):
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     bundle = datasets.create("digits", seed=0, val_fraction=0.2, test_fraction=0.3,
                              train_fraction=args.train_fraction)
     full = datasets.create("digits", seed=0, val_fraction=0.2, test_fraction=0.3, train_fraction=1.0)
@@ -114,6 +117,8 @@ def _peak_of(m: Method, recipe: Recipe, trainer, args) -> int:
         return _one_epoch_peak(recipe, trainer)
     cmd = [sys.executable, sys.argv[0], "--measure-one", m.label, "--epochs", str(args.epochs),
            "--train-fraction", str(args.train_fraction), "--cache", args.cache]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return int(next(line.split()[1] for line in out.splitlines() if line.startswith("PEAK ")))
 

@@ -5,7 +5,13 @@ Prints method, test accuracy mean ± std, gain over CE-only and over plain KD, e
     python benchmarks/logit_methods.py --seeds 3 --epochs 15
 
 Loss weights follow each paper's/official code's recipe (CE weight, term weight), documented in METHODS below;
-warm-up/curriculum lengths are shortened to fit the short budget. Schemes run plain KD (0.1 CE + 0.9 KD, T=4).
+warm-up/curriculum lengths are shortened to fit the short budget. Schemes run plain KD (0.1 CE + 0.9 KD, T=4);
+the teacher-free self-distillation schemes (rocket, sla, self_distill) also run alone (CE weight 1, no term), and
+HSAKD also with its official recipe (CE + its own KLs, no term). Helpers (assistants, generations, the HSAKD
+teacher's branches) are trained once and cached under ``--cache``; their training time is not in the epoch time.
+Run only some methods with ``--only``, e.g. the self-distillation / multi-model schemes::
+
+    python benchmarks/logit_methods.py --threads 1 --only kd+rocket rocket kd+sla sla ...
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ def T(loss: str, weight: float, **params) -> TermSpec:
 
 
 KD = T("kd", 0.9, temperature=4.0)
+#: the teacher's HSAKD branches: trained once, longer than a student (the official code gives them 100 epochs)
+HSAKD = {"teacher_head_epochs": 60, "teacher_head_lr": 0.2}
 
 METHODS = [
     Method("ce_only"),
@@ -38,7 +46,19 @@ METHODS = [
 ] + [
     Method(f"kd+{s}", [KD], ce_weight=0.1, scheme=s, scheme_params=p)
     for s, p in [("eskd", {}), ("weight_schedule", {}), ("dot", {}), ("takd", {}), ("dml", {}), ("ban", {}),
-                 ("dlb", {}), ("mean_teacher", {})]
+                 ("dlb", {}), ("mean_teacher", {}), ("rocket", {}), ("sla", {}), ("tolerant_generations", {}),
+                 ("dgkd", {}), ("reskd", {})]
+] + [
+    Method("kd+self_distill(byot)", [KD], ce_weight=0.1, scheme="self_distill", scheme_params={"variant": "byot"}),
+    Method("kd+self_distill(msd)", [KD], ce_weight=0.1, scheme="self_distill", scheme_params={"variant": "msd"}),
+    Method("kd+hsakd", [KD], ce_weight=0.1, scheme="hsakd", scheme_params=HSAKD),
+    # teacher-free (rocket, sla, self_distill) and HSAKD's official recipe: CE + the scheme's own losses
+    Method("rocket", scheme="rocket"),
+    Method("sla", scheme="sla"),
+    Method("sla(aggregated)", scheme="sla", scheme_params={"inference": "aggregated"}),
+    Method("self_distill(byot)", scheme="self_distill", scheme_params={"variant": "byot"}),
+    Method("self_distill(msd)", scheme="self_distill", scheme_params={"variant": "msd"}),
+    Method("hsakd", scheme="hsakd", scheme_params=HSAKD),
 ]
 
 
