@@ -98,6 +98,7 @@ class DGKD(Scheme):
         self.kept: list[int] = []  # the guides kept at the last step (0 = the teacher)
         self._sources: list = []
         self._terms: list = []
+        self._needs_feats = False
         self._generator = torch.Generator()
 
     def assistant_recipe(self, specs: list[dict[str, Any]], k: int, epochs: int):
@@ -122,7 +123,9 @@ class DGKD(Scheme):
             specs = interpolated_assistants(teacher, distiller.student, self.params["assistants"])
         a_epochs = self.params["assistant_epochs"] or epochs
         self.assistants = []
-        self._sources = [teacher_source if teacher_source is not None else trainer.source_for(teacher, "teacher")]
+        if teacher_source is None:
+            teacher_source = trainer.source_for(teacher, key=f"teacher-{model_fingerprint(teacher)}")
+        self._sources = [teacher_source]
         for k in range(len(specs)):
             a_recipe = self.assistant_recipe(specs, k, a_epochs)
             key_obj = {"assistant": recipe_identity(a_recipe), "epochs": a_epochs,

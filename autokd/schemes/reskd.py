@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -14,8 +13,8 @@ from ..distiller import Step
 from ..errors import ConfigError
 from ..hparams import HParam
 from ..outputs import Outputs
-from ._helpers import LOGIT_NEEDS
-from .base import Scheme, make_optimizer, register
+from ._helpers import LOGIT_NEEDS, model_fingerprint
+from .base import Scheme, register
 from .takd import _WIDTH_BUILDERS
 
 __all__ = ["ResKD", "ResidualStudent", "default_res_student", "gap_loss"]
@@ -63,19 +62,22 @@ class ResidualStudent(nn.Module):
 class ResKD(Scheme):
     """ResKD: Residual-Guided Knowledge Distillation (Li, Li, Omar, Wu & Li, IEEE TIP 2021).
 
-    Two phases in one fit (the budget of the recipe's epochs, split by training steps): first the student
-    S is trained by the recipe (any terms); then, for the last ``residual_fraction`` of the steps, S is frozen
-    (eval mode, no updates) and a lighter res-student R (``res_student`` / ``res_student_kwargs``; default the
-    student's family at half width, :func:`default_res_student`) learns the knowledge gap between the teacher
-    and S, with its own optimiser (the recipe's ``optim``, cosine over its phase). R's loss (logged
-    ``reskd``): the recipe's loss on the combined student ``z_S + z_R`` — ``ce_weight``·CE and every
-    logit-level term against the teacher — plus ``gap_weight`` × :func:`gap_loss` (R's logits regressed onto
-    ``z_T − z_S``). R's classifier starts at zero, so the combination starts as S. One res-student (the paper
-    repeats the process for more). The exported model is :class:`ResidualStudent` (S + R as one inference
-    model; ``confidence`` > 0 enables the paper's sample-adaptive inference that skips R on samples S is
-    confident about; 0 = R always runs). Its parameter count and FLOPs include R.
+    The student S is trained by the recipe (any terms). A lighter res-student R (``res_student`` /
+    ``res_student_kwargs``; default the student's family at half width, :func:`default_res_student`) learns
+    the knowledge gap between the teacher and S: R's loss (logged ``reskd``; it trains R only, S's logits are
+    detached) is the recipe's loss on the combined student ``z_S + z_R`` — ``ce_weight``·CE and every
+    logit-level term against the teacher — plus ``gap_weight`` × :func:`gap_loss`, R's logits regressed onto
+    ``z_T − z_S``. R's classifier starts at zero, so the combination starts as S. R trains in the same
+    optimiser as S (``extra_parameters``), alongside S from the first step, and alone for the last
+    ``residual_fraction`` of the steps, S then frozen (eval mode, no update) so that R fits the final S's
+    gap. One res-student (the paper repeats the process for more). The exported model is
+    :class:`ResidualStudent`, S + R as one inference model (``confidence`` > 0: the paper's sample-adaptive
+    inference, R skipped on samples S is confident about; 0 = R always runs); its parameter count and FLOPs
+    include R.
 
-    The paper trains S and R in separate full runs; here the recipe's epoch budget is shared between them.
+    Difference from the paper: there S is trained to the end first and R afterwards, in separate full runs;
+    here both share the recipe's epoch budget and schedule (R learns the gap of an S still training until
+    the freeze), so that a ResKD trial costs one fit.
     """
 
     name = "reskd"
@@ -83,7 +85,8 @@ class ResKD(Scheme):
     hparams = {
         "res_student": HParam(None, kind="categorical", doc="zoo model of the res-student; null = default"),
         "res_student_kwargs": HParam({}, kind="categorical", doc="keyword arguments of the res-student's factory"),
-        "residual_fraction": HParam(0.3, 0.1, 0.6, valid="(0, 1)", doc="share of the steps for the res-student"),
+        "residual_fraction": HParam(0.2, 0.0, 0.5, valid="[0, 1)", doc="share of the steps, at the end, where only "
+                                                                      "the res-student trains (S frozen)"),
         "gap_weight": HParam(1.0, 0.1, 10.0, log=True, valid=">= 0", doc="weight of the gap regression"),
         "confidence": HParam(0.0, 0.0, 0.99, valid="[0, 1)", doc="sample-adaptive inference threshold; 0 = off"),
     }
@@ -101,12 +104,9 @@ class ResKD(Scheme):
         self.res_student: nn.Module | None = None
         self.student: nn.Module | None = None
         self.step_index = 0
-        self.switch_step = 0
-        self._opt = None
-        self._sched = None
+        self.switch_step: int | None = None
 
-    def setup(self, *, distiller, recipe, data, device, epochs, teacher, trainer, teacher_source=None,
-              **context) -> None:
+    def setup(self, *, distiller, recipe, data, device, teacher, trainer, teacher_source=None, **context) -> None:
         if teacher is None:
             raise ConfigError("scheme 'reskd' needs a teacher: the res-student learns the teacher-student gap")
         name, kw = self.params["res_student"], dict(self.params["res_student_kwargs"])
@@ -126,12 +126,13 @@ class ResKD(Scheme):
         self.student = distiller.student
         self._terms = [t for t in distiller.terms if set(t.loss.needs) <= LOGIT_NEEDS and t.weight != 0]
         self._ce_weight = distiller.ce_weight
-        self._source = teacher_source if teacher_source is not None else trainer.source_for(teacher, "teacher")
-        self.step_index = 0
+        if teacher_source is None:
+            teacher_source = trainer.source_for(teacher, key=f"teacher-{model_fingerprint(teacher)}")
+        self._source = teacher_source
+        self.step_index, self.switch_step = 0, None
 
-    def build_optimizer(self, distiller, optim) -> torch.optim.Optimizer:
-        self._opt = make_optimizer(self.res_student.parameters(), optim)
-        return super().build_optimizer(distiller, optim)
+    def extra_parameters(self) -> list[nn.Parameter]:
+        return list(self.res_student.parameters())
 
     def inference_model(self, model: nn.Module) -> nn.Module:
         if model is not self.student:
@@ -140,26 +141,21 @@ class ResKD(Scheme):
         return ResidualStudent(self.student, self.res_student, self.params["confidence"])
 
     @property
-    def residual_phase(self) -> bool:
-        return self.step_index >= self.switch_step
+    def student_frozen(self) -> bool:
+        return self.switch_step is not None and self.step_index >= self.switch_step
 
     def on_epoch_start(self, epoch: int, total_epochs: int, steps_per_epoch: int) -> None:
-        if self._sched is None:
+        if self.switch_step is None:
             total = max(1, steps_per_epoch * total_epochs)
-            self.switch_step = min(total - 1, max(1, round((1.0 - self.params["residual_fraction"]) * total)))
-            phase = max(1, total - self.switch_step)
-            self._sched = torch.optim.lr_scheduler.LambdaLR(
-                self._opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / phase))))
+            self.switch_step = total - round(self.params["residual_fraction"] * total)
         self._set_modes()
 
     def _set_modes(self) -> None:
-        if self.residual_phase:
+        self.res_student.train()
+        if self.student_frozen:
             self.student.eval()
-        self.res_student.train(self.residual_phase)
 
     def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, step: Step) -> dict[str, Tensor]:
-        if not self.residual_phase:
-            return {"reskd": torch.zeros((), device=y.device)}
         z_s = step.student.logits.detach()
         z_r = self.res_student(x)
         combined = Outputs(logits=z_s + z_r)
@@ -172,18 +168,15 @@ class ResKD(Scheme):
             if "input" in t.loss.needs:
                 extra["x"] = x
             loss = loss + t.weight * t.loss(combined, t_out, y, **extra)
-        loss = loss + self.params["gap_weight"] * gap_loss(z_r, t_out.logits, z_s)
-        return {"reskd": loss}
+        return {"reskd": loss + self.params["gap_weight"] * gap_loss(z_r, t_out.logits, z_s)}
 
     def backward_step(self, losses: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> None:
-        if not self.residual_phase:
+        if not self.student_frozen:
             super().backward_step(losses, optimizer)
             return
-        self._opt.zero_grad(set_to_none=True)
         optimizer.zero_grad(set_to_none=True)
-        losses["reskd"].backward()
-        self._opt.step()
-        self._sched.step()
+        losses["reskd"].backward()  # S gets no gradient: the optimiser skips its parameters (S frozen)
+        optimizer.step()
 
     def after_step(self) -> None:
         self.step_index += 1

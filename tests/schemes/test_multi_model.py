@@ -165,30 +165,31 @@ def test_reskd_gap_loss_and_combined_inference_by_hand():
     assert torch.allclose(adaptive[0], s(x)[0]) and torch.allclose(adaptive[1], (s(x) + r(x))[1])
 
 
-def test_reskd_trains_the_student_then_the_res_student_on_the_gap(bundle, teacher, make_recipe, monkeypatch):
+def test_reskd_res_student_learns_the_gap_alongside_then_after_the_frozen_student(bundle, teacher, make_recipe,
+                                                                                 monkeypatch):
     snaps = []
     orig = ResKD.after_step
 
     def record(self):
-        snaps.append((self.step_index, self.residual_phase,
-                      [p.detach().clone() for p in self.student.parameters()],
-                      self.res_student.classifier.weight.detach().clone()))
+        snaps.append((self.student_frozen, [p.detach().clone() for p in self.student.parameters()],
+                      self.res_student.classifier.weight.detach().clone(), self.student.training))
         orig(self)
 
     monkeypatch.setattr(ResKD, "after_step", record)
     res = Trainer(bundle, teacher=teacher, device="cpu").fit(
-        make_recipe("reskd", {"residual_fraction": 0.5}, epochs=2), measure=False)
+        make_recipe("reskd", {"residual_fraction": 0.4}, epochs=2), measure=False)
     scheme = res.scheme
     total = 2 * len(bundle.loader("train", 32))
-    assert len(snaps) == total and scheme.switch_step == round(0.5 * total)
-    before = [s for s in snaps if not s[1]]
-    after = [s for s in snaps if s[1]]
+    assert len(snaps) == total and scheme.switch_step == total - round(0.4 * total)
+    before = [s for s in snaps if not s[0]]
+    after = [s for s in snaps if s[0]]
     assert len(before) == scheme.switch_step and len(after) == total - scheme.switch_step
-    assert all(torch.count_nonzero(s[3]) == 0 for s in before)  # R untouched (its classifier starts at zero)
-    assert torch.count_nonzero(after[-1][3]) > 0
-    frozen = after[0][2]
-    assert all(all(torch.equal(a, b) for a, b in zip(frozen, s[2], strict=True)) for s in after)  # S frozen
-    assert not all(torch.equal(a, b) for a, b in zip(before[0][2], frozen, strict=True))  # S trained before
+    assert torch.count_nonzero(before[0][2]) > 0  # R trains from the first step (its classifier starts at zero)
+    assert not torch.equal(after[0][2], after[-1][2])  # ... and on, alone, once S is frozen
+    frozen = after[0][1]
+    assert all(all(torch.equal(a, b) for a, b in zip(frozen, s[1], strict=True)) for s in after)  # S frozen
+    assert all(not s[3] for s in after)  # ... in eval mode
+    assert not all(torch.equal(a, b) for a, b in zip(before[0][1], before[-1][1], strict=True))  # S trained before
     assert isinstance(res.student, ResidualStudent) and res.student.res_student is scheme.res_student
     assert res.metrics["params"] == models.count_params(res.distiller.student) + models.count_params(
         scheme.res_student)
@@ -199,7 +200,9 @@ def test_reskd_trains_the_student_then_the_res_student_on_the_gap(bundle, teache
         res.distiller.student.eval(), scheme.res_student.eval()
         zs, zt, zr = res.distiller.student(x), teacher(x), scheme.res_student(x)
     assert gap_loss(zr, zt, zs) < gap_loss(torch.zeros_like(zr), zt, zs)
-    assert math.isfinite(res.history[-1]["train_reskd"]) and res.history[-1]["train_reskd"] > 0
+    h = res.history[-1]
+    assert math.isfinite(h["train_reskd"]) and h["train_reskd"] > 0
+    assert h["train_loss"] == pytest.approx(h["train_task"] + h["train_distill"] + h["train_reskd"], rel=1e-5)
 
 
 def test_reskd_needs_a_teacher(bundle, make_recipe):
