@@ -52,7 +52,7 @@ METHODS = [
     Method("kd+self_distill(byot)", [KD], ce_weight=0.1, scheme="self_distill", scheme_params={"variant": "byot"}),
     Method("kd+self_distill(msd)", [KD], ce_weight=0.1, scheme="self_distill", scheme_params={"variant": "msd"}),
     Method("kd+hsakd", [KD], ce_weight=0.1, scheme="hsakd", scheme_params=HSAKD),
-    Method("kd+tolerant_generations(eta=0.8)", [KD], ce_weight=0.1, scheme="tolerant_generations",
+    Method("kd+tolerant(eta=0.8)", [KD], ce_weight=0.1, scheme="tolerant_generations",
            scheme_params={"eta": 0.8}),
     # teacher-free (rocket, sla, self_distill) and HSAKD's official recipe: CE + the scheme's own losses
     Method("rocket", scheme="rocket"),

@@ -54,8 +54,8 @@ class Scheme:
     - per step: ``teacher_outputs(x, idx, default)`` (only when a term is active; ``default()`` returns
       the teacher source's outputs), the distiller's :class:`~autokd.distiller.Step` (losses + the student's
       outputs: its whole :class:`~autokd.outputs.Outputs`, stage features included, when the class attribute
-      ``student_outputs`` is true), ``extra_losses(x, y, idx, step)`` (weighted tensors added to ``"loss"`` and, unless their key
-      is in ``helper_loss_keys``, to ``"distill"``),
+      ``student_outputs`` is true), ``extra_losses(x, y, idx, step)`` (weighted tensors added to ``"loss"``
+      and, unless their key is in ``helper_loss_keys``, to ``"distill"``),
       ``backward_step(losses, optimizer)``, the LR-scheduler step, ``after_step()``;
     - ``on_epoch_end(epoch, total)``.
     """

@@ -78,4 +78,5 @@ class TolerantGenerations(BAN):
     def extra_losses(self, x: Tensor, y: Tensor, idx: Tensor, step: Step) -> dict[str, Tensor]:
         if not self.patriarch_mode:
             return {}
-        return {"tolerant": (1.0 - self.params["eta"]) * top_score_difference(step.student.logits, self.params["top_k"])}
+        tsd = top_score_difference(step.student.logits, self.params["top_k"])
+        return {"tolerant": (1.0 - self.params["eta"]) * tsd}
