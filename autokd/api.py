@@ -35,11 +35,14 @@ def run_search(study, *, trials: int | None = None, timeout: float | None = None
 def make_report(study, path: str | Path | None = None) -> Path:
     """Write the self-contained Plotly report (``report.html`` in the study folder by default)."""
     from .report import build_report
+    from .report.data import train_command
     from .search.backends.storage import load_study
 
     cfg = load_study_config(study)
     st = load_study(cfg)
-    return build_report(st, Path(path) if path else cfg.study_dir / "report.html", title=f"autokd study {cfg.name}")
+    return build_report(st, Path(path) if path else cfg.study_dir / "report.html", title=f"autokd study {cfg.name}",
+                        final=cfg.study_dir / "final" / "results.json",
+                        command=train_command(cfg.source, cfg.study_dir / "best_recipe.yaml"))
 
 
 def export_recipe(study, path: str | Path | None = None) -> Path:
