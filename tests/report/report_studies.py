@@ -211,3 +211,18 @@ def recipe_study():
         recipe_trial(0.81, loss="fitnet", temperature=1.5, width=2),  # -2
     ]
     return make_study(trials, **STUDY_ATTRS)
+
+
+def demo_sized_study(n: int = 40):
+    """A study the size of the demo: 4 baselines and ``n`` searched trials over losses, temperatures, weights,
+    schemes and two students (values deterministic; every 7th trial pruned)."""
+    trials = list(recipe_study().trials[:4])
+    losses = ["kd", "dkd", "fitnet"]
+    for i in range(n):
+        width = 2 + i % 2
+        state = TrialState.PRUNED if i % 7 == 6 else TrialState.COMPLETE
+        value = 0.80 + 0.05 * width / 3 + 0.01 * ((i * 37) % 11) / 11
+        trials.append(recipe_trial(value, loss=losses[i % 3], temperature=1.0 + (i * 13) % 9, weight=0.1 + (i % 9) / 10,
+                                   scheme=["standard", "dlb"][(i // 3) % 2], width=width, state=state,
+                                   **({"prune_reason": f"pruned at epoch {i % 5}"} if state == TrialState.PRUNED else {})))
+    return make_study(trials, **STUDY_ATTRS)
