@@ -98,7 +98,7 @@ tr.baseline { background:#fbf7e9; }
 table.sortable th { cursor:pointer; }
 table.sortable th[data-dir=asc]::after { content:" ▲"; } table.sortable th[data-dir=desc]::after { content:" ▼"; }
 table.hide-opt .opt { display:none; }
-td.recipe { white-space:normal; min-width:280px; max-width:520px; }
+table.data td.recipe { white-space:normal; overflow-wrap:anywhere; min-width:280px; max-width:520px; }
 .tools { display:flex; gap:16px; align-items:center; margin:4px 0 8px; font-size:13px; }
 .tools input[type=search] { padding:4px 8px; border:1px solid var(--line); border-radius:4px; min-width:260px; }
 .muted { color:var(--muted); font-weight:normal; }
@@ -172,11 +172,13 @@ def _optuna_section(study: Any, s: Mapping[str, Any], imp: data.Importances, par
         return note("no completed searched trial yet")
     params = list(par.get("params") or [])
     views = kf.optuna_views(searched, params, objective=s["objectives"][0], multi=s["multi_objective"])
-    parts = [note("optuna.visualization on the searched trials only (baselines have no parameters); "
-                  "parameters: the most important first")]
+    wide, grid = [], []
     for key, (fig, title) in views.items():
-        parts.append(_fig_html(fig, key.replace(":", "-").replace("|", "-").replace(".", "_"), title))
-    return '<div class="grid2">' + "".join(parts[1:]) + "</div>" if len(parts) > 1 else parts[0]
+        (wide if key in ("slice", "rank") else grid).append(
+            _fig_html(fig, key.replace(":", "-").replace("|", "-").replace(".", "_"), title))
+    return (note("optuna.visualization on the searched trials only (baselines have no parameters); parameters: "
+                 f"the {len(params)} most important first") + "".join(wide) + '<div class="grid2">' + "".join(grid)
+            + "</div>")
 
 
 def render_report(study: Study | Sequence[Any], *, title: str | None = None, directions: Sequence[Any] | None = None,
