@@ -132,7 +132,9 @@ def train(
         cfg = _with_device(load_study_config(src), device)
     res = train_recipe(r, study=cfg, seeds=seeds, epochs=epochs, baselines=not no_baselines,
                        log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
-    print_evidence({**res.to_json(), "_path": str(res.path) if res.path else None})
+    where = study or getattr(r.provenance, "study_file", None)
+    print_evidence({**res.to_json(), "_path": str(res.path) if res.path else None},
+                   next_steps=[f"autokd report {where}   (the retrain becomes the report's headline)"] if where else [])
 
 
 @app.command()

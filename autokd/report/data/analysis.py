@@ -21,8 +21,8 @@ __all__ = ["Importances", "IMPORTANCE_METHOD", "searched_study", "importances", 
            "proxy_vs_accuracy", "rank_correlation"]
 
 IMPORTANCE_NOTE = "parameter importances need ≥2 completed searched trials with varying parameters"
-#: Optuna's default evaluator (used by ``get_param_importances`` without ``evaluator``)
-IMPORTANCE_METHOD = "fANOVA (Optuna's default evaluator)"
+#: the evaluator passed to ``optuna.importance.get_param_importances`` (named so on the page)
+IMPORTANCE_METHOD = "PED-ANOVA (Watanabe et al., IJCAI 2023)"
 
 
 def searched_study(study: StudyLike, directions: Sequence[DirectionLike] | None = None, *,
@@ -78,7 +78,8 @@ def importances(study: StudyLike, directions: Sequence[DirectionLike] | None = N
         st = searched_study(view, complete_only=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = optuna.importance.get_param_importances(st, target=target)
+            res = optuna.importance.get_param_importances(
+                st, target=target, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     except Exception as e:  # noqa: BLE001 - any optuna failure becomes a note on the page
         return Importances(reason=f"parameter importances could not be computed: {type(e).__name__}: {e}",
                            n=len(done))
