@@ -134,7 +134,8 @@ def test_kill_9_then_rerun_fails_the_dead_trial_at_once_and_completes(tmp_path):
 def test_a_killed_workers_trial_is_retried_by_another_after_the_heartbeat_grace(tmp_path):
     path = _study(tmp_path, "hb", None, trials=4, epochs=40, heartbeat=", heartbeat_interval: 1, heartbeat_grace: 4")
     cfg = StudyConfig.load(path)
-    a = start_worker(path, "--worker", "a", log=tmp_path / "a.log")
+    # worker a runs on "another machine": b cannot know its process died, only that its heartbeat stopped
+    a = start_worker(path, "--worker", "a", log=tmp_path / "a.log", env={"AUTOKD_HOST": "elsewhere"})
     victim = _wait_for_running(cfg, searched=False)
     os.kill(a.pid, signal.SIGKILL)
     a.wait()
@@ -143,7 +144,9 @@ def test_a_killed_workers_trial_is_retried_by_another_after_the_heartbeat_grace(
     b = start_worker(short, "--worker", "b", log=tmp_path / "b.log")
     assert b.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-2000:]
     study = load_study(cfg)
-    assert study.trials[victim.number].state == optuna.trial.TrialState.FAIL
+    dead = study.trials[victim.number]
+    assert dead.state == optuna.trial.TrialState.FAIL and tr.fail_reason_of(dead) is None  # failed by heartbeat
+    assert any(t.system_attrs.get("failed_trial") == victim.number for t in study.trials)  # and retried
     _check_study(study, trials=4, students=2)
 
 

@@ -12,8 +12,10 @@ Baselines are enqueued once, under the same lock; enqueued trials are popped ato
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ...errors import AutoKDError
@@ -85,6 +87,17 @@ def enqueue_baselines(study, students=None) -> list[tuple[str, str | None]]:
     return added
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence Optuna's "experimental" warnings on heartbeat helpers that have been stable for years."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
 def counted(study) -> int:
     """Finished searched trials (complete or pruned), baselines excluded."""
     import optuna
@@ -152,9 +165,10 @@ def _tidy(study, cfg, space) -> None:
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    fail_dead_local_trials(study)
-    if is_heartbeat_enabled(study._storage):
-        fail_stale_trials(study)
+    with _quiet():
+        fail_dead_local_trials(study)
+        if is_heartbeat_enabled(study._storage):
+            fail_stale_trials(study)
     if cfg.search.baselines:
         enqueue_baselines(study, space.baseline_students(cfg.search.baseline_students))
 
@@ -183,7 +197,8 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
             _tidy(study, cfg, space)
             trial = None
             if _waiting(study) or counted(study) + _running_searched(study) < trials:
-                trial = study.ask()
+                with _quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
+                    trial = study.ask()
             elif counted(study) >= trials and not _running_baselines(study):
                 break
         if trial is None:  # others are running the last trials: wait for them (or their retries)
