@@ -62,7 +62,7 @@ def _rerun(path: Path, tmp: Path, **kw) -> None:
 
 
 def test_kill_9_while_the_teacher_trains(tmp_path):
-    path = _study(tmp_path, teacher_epochs=400)
+    path = _study(tmp_path, teacher_epochs=30)
     log = tmp_path / "first.log"
     p = start_worker(path, log=log)
     _wait_for(lambda: "teacher: training" in log.read_text(), what="teacher training")
@@ -70,7 +70,7 @@ def test_kill_9_while_the_teacher_trains(tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert not (tmp_path / "crash" / "teacher.pt").exists()  # never a half-written teacher
-    _rerun(tmp_path, tmp_path, teacher_epochs=1)
+    _rerun(tmp_path, tmp_path, teacher_epochs=30)  # the same command: the teacher is trained again, whole
     _complete(path, trials=2)
 
 
