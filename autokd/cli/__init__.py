@@ -17,7 +17,7 @@ from ..errors import AutoKDError, ConfigError
 from . import catalog, study_views  # noqa: F401 - registers list, space, status, trials
 from ._app import app, space_app
 from ._common import clean as _clean
-from ._common import console, err_console, open_stored_study
+from ._common import console, err_console, open_stored_study, terminate_as_interrupt
 from ._common import with_device as _with_device
 from .evidence import print_evidence
 from .progress import RichProgress
@@ -39,15 +39,32 @@ def search(
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop after this many seconds"),
     device: Optional[str] = typer.Option(None, "--device", help="override the study's device (auto, cpu, cuda:N); "
                                          "run one worker per GPU on a shared storage to use many GPUs"),
+    worker: Optional[str] = typer.Option(None, "--worker", help="this worker's name when several share the "
+                                         "study (seeds its sampler; default host:pid)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads of this process "
+                                          "(with N workers on one machine: cores / N)"),
+    allow_changed: bool = typer.Option(False, "--allow-changed", help="resume although the study's teacher, "
+                                       "data or space changed (recorded; the report separates the trials)"),
 ) -> None:
-    """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml."""
+    """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml.
+
+    Several workers may run the same command on one study (same machine: SQLite or journal storage; many
+    machines: PostgreSQL): the study ends with exactly the requested trials and nothing runs twice."""
     from ..api import load_study_config, run_search
     from ..search.export import best_trial
 
     cfg = _with_device(load_study_config(study), device)
+    if threads is not None:
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
     t0 = time.time()
-    with RichProgress(seeds=cfg.search.seeds_per_trial) as prog:
-        st = run_search(cfg, trials=trials, timeout=timeout, progress=prog, log=console.print)
+    with terminate_as_interrupt(), RichProgress(seeds=cfg.search.seeds_per_trial) as prog:
+        st = run_search(cfg, trials=trials, timeout=timeout, progress=prog, log=console.print, worker=worker,
+                        allow_changed=allow_changed)
     best = best_trial(st)
     console.print(f"search done in {time.time() - t0:.0f}s; storage: {cfg.storage_url}", highlight=False)
     if best is not None:

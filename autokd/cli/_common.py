@@ -3,6 +3,7 @@ code 2) and how a command names a study (a study file, its output folder, or a s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -15,7 +16,8 @@ from rich.markup import escape
 
 from ..errors import AutoKDError, ConfigError
 
-__all__ = ["console", "err_console", "make_console", "clean", "with_device", "open_stored_study"]
+__all__ = ["console", "err_console", "make_console", "clean", "terminate_as_interrupt", "with_device",
+           "open_stored_study"]
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -34,20 +36,41 @@ err_console = make_console(stderr=True)
 
 
 def clean(fn):
-    """User mistakes (``AutoKDError``) print one line and exit with code 2; Ctrl-C says how to resume."""
+    """User mistakes (``AutoKDError``) print one line and exit with code 2 (or the error's ``exit_code``, e.g. a
+    stopped worker); Ctrl-C says how to resume."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except AutoKDError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            code = getattr(e, "exit_code", 2)
+            label = "stopped:" if code != 2 else "[bold red]error:[/]"
+            err_console.print(f"{label} {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted; rerun the same command to resume (completed trials are kept)")
+            err_console.print("stopped: interrupted; rerun the same command to resume (completed trials are kept)",
+                              soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM ends the running trial like Ctrl-C does (recorded as failed, retried on resume)."""
+    import signal
+
+    def on_term(signum, frame):
+        from ..search.backends.optuna_backend import Interrupted
+
+        raise Interrupted("SIGTERM", 143)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def with_device(cfg, device: str | None):
