@@ -8,6 +8,7 @@ an older version) gets one computed here with the same :func:`autokd.stats.paire
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,9 @@ def train_command(study_file: str | Path | None, recipe_path: str | Path | None 
 
 
 def _pts(values: list[float]) -> dict[str, Any]:
-    s = stats.paired_difference(values, [0.0] * len(values))  # mean and sd of the values themselves
-    return {"mean": 100.0 * s["mean"], "std": 100.0 * s["std"] if s["std"] is not None else 0.0,
+    """Mean and sample standard deviation (n - 1) of accuracies, in points."""
+    return {"mean": 100.0 * statistics.fmean(values),
+            "std": 100.0 * statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values), "values": [100.0 * v for v in values]}
 
 
