@@ -264,3 +264,10 @@ def test_gains_use_the_baseline_with_the_same_student():
     rows = {r["number"]: r for r in data.leaderboard(study)}
     assert rows[4]["gain_vs_ce"] == pytest.approx(0.05) and rows[4]["gain_vs_kd"] == pytest.approx(0.03)
     assert rows[5]["gain_vs_ce"] == pytest.approx(0.08) and rows[5]["gain_vs_kd"] == pytest.approx(0.03)
+
+
+def test_short_labels_of_dotted_parameters():
+    assert data.short_label("terms.0.kd.temperature") == "kd.temperature"
+    assert data.short_label("terms.0.loss") == "terms.loss"
+    assert data.short_label("lr") == "lr"
+    assert data.short_label("a.x.temperature", taken=["x.temperature"]) == "a.x.temperature"

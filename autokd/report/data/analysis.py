@@ -111,8 +111,9 @@ def _param_info(trials: list[FrozenTrial]) -> tuple[list[str], dict[str, list[st
 
 def short_label(name: str, taken: Sequence[str] = ()) -> str:
     """A readable axis label for a dotted parameter name: its last two parts (``terms.0.kd.temperature`` ->
-    ``kd.temperature``), longer when that would clash with ``taken``."""
-    parts = name.split(".")
+    ``kd.temperature``; list indices skipped: ``terms.0.loss`` -> ``terms.loss``), longer when that would clash
+    with ``taken``."""
+    parts = [p for p in name.split(".") if not p.isdigit()] or name.split(".")
     for n in range(min(2, len(parts)), len(parts) + 1):
         label = ".".join(parts[-n:])
         if label not in taken:
