@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import stats
-from .files import atomic_write_text
+from .files import atomic_dir, atomic_write_text
 from .recipe import Recipe, TermSpec
 
 if TYPE_CHECKING:
@@ -102,7 +102,18 @@ def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 5, epochs: int | 
             log=print, baselines: bool = True) -> FinalResult:
     """Train ``recipe`` (and the CE-only / KD baselines, same student and optimiser) for each seed; the test
     split is evaluated only here, on finished students (accuracy, and fidelity to the teacher when there is
-    one)."""
+    one). ``out_dir`` (checkpoints + ``results.json``) is built in a temporary folder and swapped in whole at
+    the end: an interrupted retrain leaves the previous ``out_dir`` untouched."""
+    if out_dir is None:
+        return _retrain(ctx, recipe, seeds=seeds, epochs=epochs, out_dir=None, log=log, baselines=baselines)
+    with atomic_dir(out_dir) as tmp:
+        res = _retrain(ctx, recipe, seeds=seeds, epochs=epochs, out_dir=tmp, log=log, baselines=baselines)
+    res.path = Path(out_dir) / "results.json"
+    return res
+
+
+def _retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int, epochs: int | None, out_dir: Path | None,
+             log, baselines: bool) -> FinalResult:
     if epochs:
         recipe = recipe.model_copy(deep=True)
         recipe.optim.epochs = epochs

@@ -139,16 +139,18 @@ def train(
     """Retrain a recipe with several seeds; print test accuracy beside the KD and CE-only baselines."""
     from ..api import load_study_config, train_recipe
     from ..recipe import Recipe
+    from ..train.checks import check_recipe
 
-    r = Recipe.load(recipe)
+    r = check_recipe(Recipe.load(recipe), source=str(recipe))  # names and values, before anything trains
     cfg = None
     if study is not None or device is not None:
         src = study or getattr(r.provenance, "study_file", None)
         if src is None:
             raise ConfigError("train: the recipe records no study; pass --study STUDY.yaml")
         cfg = _with_device(load_study_config(src), device)
-    res = train_recipe(r, study=cfg, seeds=seeds, epochs=epochs, baselines=not no_baselines,
-                       log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+    with terminate_as_interrupt():  # SIGTERM like Ctrl-C: final/ keeps its previous content
+        res = train_recipe(r, study=cfg, seeds=seeds, epochs=epochs, baselines=not no_baselines,
+                           log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
     where = study or getattr(r.provenance, "study_file", None)
     print_evidence({**res.to_json(), "_path": str(res.path) if res.path else None},
                    next_steps=[f"autokd report {where}   (the retrain becomes the report's headline)"] if where else [])
