@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 __all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "atomic_write", "atomic_write_text",
-           "temp_path", "atomic_dir"]
+           "temp_path", "atomic_dir", "remove_stale_temps"]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -105,12 +105,40 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporaries of ``path`` left by processes that died mid-write (``kill -9``)."""
+    prefix = f".{path.name}."
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        parts = e.name[len(prefix):].split(".") if e.name.startswith(prefix) else []
+        if len(parts) == 3 and parts[2] == "tmp" and parts[0].isdigit() and not _alive(int(parts[0])):
+            if e.is_dir():
+                shutil.rmtree(e, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    e.unlink()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """``with atomic_write(p) as tmp: write tmp`` — ``tmp`` replaces ``p`` (fsynced) only if the block ends
     without an exception; otherwise ``p`` is untouched and ``tmp`` removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = temp_path(path)
     try:
         yield tmp
@@ -138,7 +166,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     old = path.with_name(f".{path.name}.previous")
     if old.exists() and not path.exists():  # a crash between the two renames of an earlier swap
         os.replace(old, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temps(path)
+    tmp = temp_path(path)
     tmp.mkdir()
     try:
         yield tmp
