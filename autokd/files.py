@@ -13,7 +13,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
@@ -22,8 +22,11 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-__all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "atomic_write", "atomic_write_text",
-           "temp_path", "atomic_dir", "remove_stale_temps"]
+__all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "invalid", "atomic_write",
+           "atomic_write_text", "temp_path", "atomic_dir", "remove_stale_temps"]
+
+#: The pydantic error type that :func:`invalid` raises and :func:`format_validation_error` locates.
+INVALID = "autokd_invalid"
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -86,10 +89,23 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
+def invalid(message: str, *at: str | int) -> NoReturn:
+    """Refuse a value from inside a pydantic validator, ``at`` naming the place *below* the validated
+    field (``invalid("loss 'kd' has no hyper-parameter 'temp'", "params", "temp")`` from a term's
+    validator reads ``terms.0.params.temp: ...``); :func:`format_validation_error` appends ``at`` to
+    pydantic's location."""
+    from pydantic_core import PydanticCustomError
+
+    raise PydanticCustomError(INVALID, "{message}", {"message": message, "at": tuple(at)})
+
+
 def format_validation_error(e: ValidationError) -> str:
     """One line naming the first failing field and why."""
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    parts = tuple(err["loc"])
+    if err["type"] == INVALID:
+        parts += tuple(err["ctx"]["at"])
+    loc = ".".join(str(p) for p in parts) or "(root)"
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
