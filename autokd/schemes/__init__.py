@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import ban, dot, online, schedules, takd  # noqa: F401  (importing registers the schemes)
+from . import ban, dot, ferkd, kcd, nasty, online, peers, schedules, takd  # noqa: F401  (registers the schemes)
 from .base import SCHEMES, Scheme, make_optimizer, register
 from .dot import DOTOptimizer
 

@@ -39,7 +39,8 @@ def load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
 
 def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print, on_epoch=None):
     """Return ``(teacher, info)``: from ``spec.checkpoint``, or trained once and stored as
-    ``study_dir/teacher.pt`` keyed by a hash of its config (a re-run with the same config reuses it)."""
+    ``study_dir/teacher.pt`` keyed by a hash of its config (a re-run with the same config reuses it).
+    With ``spec.nasty`` the teacher is trained as a nasty teacher (see :mod:`autokd.train.nasty`)."""
     from .. import models
     from ..recipe import OptimSpec, Recipe, StudentSpec
     from .trainer import Trainer, count_params
@@ -51,7 +52,10 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
                 "params": count_params(model), **(blob.get("metrics") or {})}
         model.to(device).eval()
         return model, info
-    key_obj = {"teacher": spec.model_dump(mode="json"), "data": data.info, "v": 1}
+    identity = spec.model_dump(mode="json")
+    if identity.get("nasty") is None:  # a normal teacher keeps the hash it had before the nasty option existed
+        identity.pop("nasty", None)
+    key_obj = {"teacher": identity, "data": data.info, "v": 1}
     key = config_hash(key_obj)
     path = Path(study_dir) / "teacher.pt"
     if path.is_file():
@@ -75,11 +79,15 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
         seed=spec.seed,
     )
     log(f"teacher: training {recipe.student.label()} for {spec.epochs} epochs (stored once as {path})")
-    trainer = Trainer(data, device=device, on_epoch=on_epoch)
+    trainer, extra = Trainer(data, device=device, on_epoch=on_epoch), {}
+    if spec.nasty is not None:  # trained against a normally trained adversarial network
+        from .nasty import nasty_trainer
+
+        trainer, recipe, extra = nasty_trainer(spec, recipe, data, device, log=log, on_epoch=on_epoch)
     res = trainer.fit(recipe, measure=False)
     test_acc = trainer.test(res.student)
     metrics = {"name": spec.name, "kwargs": spec.kwargs, "val_acc": res.metrics["val_acc"],
-               "test_acc": test_acc, "params": res.metrics["params"], "epochs": spec.epochs}
+               "test_acc": test_acc, "params": res.metrics["params"], "epochs": spec.epochs, **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": res.student.state_dict(), "config_hash": key, "config": key_obj,

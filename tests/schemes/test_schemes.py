@@ -20,7 +20,8 @@ from autokd.schemes.schedules import schedule_scale
 from autokd.train import Trainer, check_recipe
 from autokd.train.trainer import Trainer as _Trainer
 
-ALL = {"standard", "eskd", "weight_schedule", "dot", "takd", "dml", "ban", "dlb", "mean_teacher"}
+ALL = {"standard", "eskd", "weight_schedule", "dot", "takd", "dml", "ban", "dlb", "mean_teacher", "kcd", "ferkd", "orc",
+       "hwm", "nasty"}
 
 
 @pytest.fixture(scope="module")
