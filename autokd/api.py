@@ -25,11 +25,14 @@ def load_study_config(study: str | Path | StudyConfig) -> StudyConfig:
     return StudyConfig.load(p)
 
 
-def run_search(study, *, trials: int | None = None, timeout: float | None = None, progress=None, log=print):
-    """Run or resume a study; returns the ``optuna.Study``. Writes ``best_recipe.yaml`` in the study folder."""
+def run_search(study, *, trials: int | None = None, timeout: float | None = None, progress=None, log=print,
+               worker: str | int | None = None, allow_changed: bool = False):
+    """Run or resume a study; returns the ``optuna.Study``. Writes ``best_recipe.yaml`` in the study folder.
+    Several processes may run it on one study at once (``worker`` names each; default host:pid)."""
     from .search.run import run_search as _run
 
-    return _run(load_study_config(study), trials=trials, timeout=timeout, progress=progress, log=log)
+    return _run(load_study_config(study), trials=trials, timeout=timeout, progress=progress, log=log, worker=worker,
+                allow_changed=allow_changed)
 
 
 def make_report(study, path: str | Path | None = None) -> Path:

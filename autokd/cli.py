@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -31,13 +32,33 @@ def _clean(fn):
         try:
             return fn(*args, **kwargs)
         except AutoKDError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            code = getattr(e, "exit_code", 2)
+            label = "stopped:" if code != 2 else "[bold red]error:[/]"
+            err_console.print(f"{label} {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted; rerun the same command to resume (completed trials are kept)")
+            err_console.print("stopped: interrupted; rerun the same command to resume (completed trials are kept)",
+                              soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM ends the running trial like Ctrl-C does (recorded as failed, retried on resume)."""
+    import signal
+
+    def on_term(signum, frame):
+        from .search.backends.optuna_backend import Interrupted
+
+        raise Interrupted("SIGTERM", 143)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _with_device(cfg, device: str | None):
@@ -119,15 +140,32 @@ def search(
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop after this many seconds"),
     device: Optional[str] = typer.Option(None, "--device", help="override the study's device (auto, cpu, cuda:N); "
                                          "run one worker per GPU on a shared storage to use many GPUs"),
+    worker: Optional[str] = typer.Option(None, "--worker", help="this worker's name when several share the "
+                                         "study (seeds its sampler; default host:pid)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads of this process "
+                                          "(with N workers on one machine: cores / N)"),
+    allow_changed: bool = typer.Option(False, "--allow-changed", help="resume although the study's teacher, "
+                                       "data or space changed (recorded; the report separates the trials)"),
 ) -> None:
-    """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml."""
+    """Run (or resume) a study: baselines first, then the search; writes best_recipe.yaml.
+
+    Several workers may run the same command on one study (same machine: SQLite or journal storage; many
+    machines: PostgreSQL): the study ends with exactly the requested trials and nothing runs twice."""
     from .api import load_study_config, run_search
     from .search.export import best_trial
 
     cfg = _with_device(load_study_config(study), device)
+    if threads is not None:
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
     t0 = time.time()
-    with RichProgress() as prog:
-        st = run_search(cfg, trials=trials, timeout=timeout, progress=prog, log=console.print)
+    with _terminate_as_interrupt(), RichProgress() as prog:
+        st = run_search(cfg, trials=trials, timeout=timeout, progress=prog, log=console.print, worker=worker,
+                        allow_changed=allow_changed)
     best = best_trial(st)
     console.print(f"search done in {time.time() - t0:.0f}s; storage: {cfg.storage_url}")
     if best is not None:

@@ -14,7 +14,7 @@ __all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSp
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -142,7 +142,11 @@ class SearchSpec(_Strict):
     pruner_kwargs: dict[str, Any] = Field(default_factory=dict)
     trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
-    storage: str | None = None
+    storage: str | None = Field(None, description="sqlite:///path.db (default: <study>/study.db), "
+                                "postgresql://user@host/db, journal:///path.log or memory")
+    heartbeat_interval: int = Field(30, ge=1, description="seconds between a running trial's heartbeats (RDB)")
+    heartbeat_grace: int = Field(120, ge=2, description="a trial whose heartbeat stopped this long is failed "
+                                 "and retried by another worker (RDB storages)")
     epochs: int | None = Field(None, ge=1, description="epoch budget per trial (overrides the space's)")
     seeds_per_trial: int = Field(1, ge=1, description="seeds each trial trains; its value is their mean val acc")
     baselines: bool = True
@@ -199,8 +203,21 @@ class StudyConfig(_Strict):
     def _name(cls, v: str) -> str:
         import re
 
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v) or v in (".", ".."):
             raise ValueError("name must be letters, digits, '_', '-' or '.' (it names the output folder)")
+        if len(v) > 100:
+            raise ValueError(f"name must be at most 100 characters (it names the output folder), got {len(v)}")
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        p = Path(v)
+        if not p.is_absolute() and ".." in p.parts:
+            raise ValueError("a relative output_dir must stay inside the study file's folder (no '..'); "
+                             "give an absolute path to write elsewhere")
         return v
 
     @field_validator("device")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 __all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "atomic_write", "atomic_write_text",
-           "temp_path"]
+           "temp_path", "atomic_dir"]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -125,3 +126,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """``with atomic_dir(d) as tmp: fill tmp`` — the folder ``tmp`` replaces ``d`` as a whole when the block
+    ends without an exception (a reader never sees new files beside old ones); otherwise ``d`` is untouched.
+    The swap is two renames; if a crash falls between them, the next call restores the previous folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.with_name(f".{path.name}.previous")
+    if old.exists() and not path.exists():  # a crash between the two renames of an earlier swap
+        os.replace(old, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

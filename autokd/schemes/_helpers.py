@@ -3,6 +3,7 @@ fingerprints for cache keys, and re-fetching samples for a fresh augmented view.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from torch import Tensor, nn
 
 from .. import models
 from ..errors import ConfigError
+from ..files import atomic_write
 from ..fingerprint import config_hash, model_fingerprint
+from ..locks import file_lock
 from ..outputs import Outputs
 
 __all__ = ["soft_kl", "model_fingerprint", "recipe_identity", "require_logit_terms", "MeanLogits", "fetch_batch",
@@ -97,27 +100,28 @@ def trained_helper(
     key = config_hash({**key_obj, "kind": kind, "v": 1})
     model = models.from_spec(recipe.student, data.num_classes, data.input_shape[0])
     path = Path(cache_dir) / f"{kind}-{key}.pt" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("config_hash") == key:
-                model.load_state_dict(blob["state_dict"])
-                events.append(f"{kind}: loaded {path} (config hash {key})")
-                log.info(events[-1])
-                return model.to(device).eval().requires_grad_(False), key
-        except Exception:  # a corrupt cache entry is retrained, never trusted
-            pass
-    if teacher_source is None:
-        teacher_source = trainer.source_for(teacher, key=f"{kind}-{key}")
-    res = trainer.sibling(teacher, teacher_source).fit(recipe, epochs=epochs, measure=False)
-    model = res.student
-    model.arch_name = recipe.student.name
-    metrics = {"val_acc": res.metrics["val_acc"], "epochs": epochs}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "config_hash": key, "config": key_obj, "metrics": metrics}, tmp)
-        tmp.replace(path)
+    lock = file_lock(path.with_name(path.name + ".lock")) if path is not None else contextlib.nullcontext()
+    with lock:  # several workers: one trains the helper, the others wait and load it
+        if path is not None and path.is_file():
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                if blob.get("config_hash") == key:
+                    model.load_state_dict(blob["state_dict"])
+                    events.append(f"{kind}: loaded {path} (config hash {key})")
+                    log.info(events[-1])
+                    return model.to(device).eval().requires_grad_(False), key
+            except Exception:  # a corrupt cache entry is retrained, never trusted
+                pass
+        if teacher_source is None:
+            teacher_source = trainer.source_for(teacher, key=f"{kind}-{key}")
+        res = trainer.sibling(teacher, teacher_source).fit(recipe, epochs=epochs, measure=False)
+        model = res.student
+        model.arch_name = recipe.student.name
+        metrics = {"val_acc": res.metrics["val_acc"], "epochs": epochs}
+        if path is not None:
+            with atomic_write(path) as tmp:
+                torch.save({"state_dict": model.state_dict(), "config_hash": key, "config": key_obj,
+                            "metrics": metrics}, tmp)
     events.append(f"{kind}: trained for {epochs} epochs (val acc {metrics['val_acc']:.4f})"
                   + (f", saved {path}" if path is not None else ", not cached (no cache_dir)"))
     log.info(events[-1])

@@ -116,7 +116,7 @@ def _key(score: float) -> float:
 
 
 def run_diswot(ctx, space, study, spec, progress=None, *, epochs: int | None = None,
-               log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+               log: Callable[[str], None] | None = None, fingerprint: str | None = None) -> list[dict[str, Any]]:
     """Training-free student search over ``ctx.space`` with ``spec`` (:class:`~autokd.config.DiswotSpec`),
     then KD training of the top-k as trials of ``study``. Returns the top-k rows, best first:
     ``{rank, student, option, name, kwargs, params, score, trial, state, val_acc}``.
@@ -208,7 +208,7 @@ def run_diswot(ctx, space, study, spec, progress=None, *, epochs: int | None = N
     if waiting:
         multi = len(study.directions) > 1
         objective = Objective(ctx, space, epochs=epochs if epochs is not None else cfg.search.epochs,
-                              multi_objective=multi, progress=progress)
+                              multi_objective=multi, progress=progress, fingerprint=fingerprint)
         if progress is not None and hasattr(progress, "search_started"):
             progress.search_started(study, len(waiting), len(waiting))
         callbacks = []

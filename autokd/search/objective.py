@@ -29,8 +29,9 @@ class Objective:
     validation splits."""
 
     def __init__(self, ctx: StudyContext, space: SearchSpace, *, epochs: int | None, multi_objective: bool,
-                 progress=None) -> None:
+                 progress=None, fingerprint: str | None = None) -> None:
         self.ctx = ctx
+        self.fingerprint = fingerprint
         self.space = space
         self.epochs = epochs
         self.multi = multi_objective
@@ -73,11 +74,30 @@ class Objective:
             recipe.optim.epochs = self.epochs  # the recipe records exactly what was trained
         return recipe
 
+    def _skip_duplicate_baseline(self, trial) -> None:
+        """A baseline that another trial already ran or is running (same kind, same student) is pruned
+        before it trains (belt and braces: baselines are enqueued once, under the study lock)."""
+        import optuna
+
+        kind, label = tr.baseline_of(trial), trial.user_attrs.get(tr.Key.BASELINE_STUDENT_LABEL.value)
+        live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        for t in trial.study.get_trials(deepcopy=False, states=live):
+            if (t.number != trial.number and tr.baseline_of(t) == kind
+                    and t.user_attrs.get(tr.Key.BASELINE_STUDENT_LABEL.value) == label):
+                reason = f"duplicate baseline: trial {t.number} runs the same {kind.value} baseline"
+                tr.record_pruned(trial, reason, epochs=0)
+                raise optuna.TrialPruned(reason)
+
     def __call__(self, trial) -> Any:
         import optuna
 
-        recipe = self.recipe_for(trial)
+        from .backends.workers import worker_id
+
+        tr.record_worker(trial, worker_id(), self.fingerprint)
         is_baseline = tr.is_baseline(trial)
+        if is_baseline:
+            self._skip_duplicate_baseline(trial)
+        recipe = self.recipe_for(trial)
         epochs = recipe.optim.epochs
         tr.record_recipe(trial, recipe)
         if self.prescreen is not None:

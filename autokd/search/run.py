@@ -30,20 +30,27 @@ def open_context(cfg: StudyConfig, space: SearchSpace, *, log=print, on_epoch=No
 
 
 def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | None = None, progress=None,
-               log=print) -> Any:
-    """Run (or resume) the study; write ``best_recipe.yaml``. Returns the ``optuna.Study``."""
+               log=print, worker: str | int | None = None, allow_changed: bool = False) -> Any:
+    """Run (or resume) the study; write ``best_recipe.yaml``. Returns the ``optuna.Study``.
+
+    Everything is validated before anything trains; a study whose teacher, data or space changed since it
+    was created is not resumed unless ``allow_changed``. ``worker`` names this worker when several share the
+    study (it seeds the sampler; default ``host:pid``)."""
     from .._version import __version__
     from . import samplers
     from .backends.optuna_backend import enqueue_baselines, make_pruner, make_sampler, run_optuna
-    from .backends.storage import open_study
+    from .backends.storage import open_study, study_lock
+    from .validate import check_fingerprint, validate_study
 
     if cfg.search.backend != "optuna":
         raise ConfigError(f"search.backend: {cfg.search.backend!r} is not available yet; use optuna")
     multi = samplers.is_multi_objective(cfg.search.sampler)
     space = open_space(cfg)
-    ctx = open_context(cfg, space, log=log, on_epoch=(progress.epoch if progress is not None else None))
+    validate_study(cfg, space)
     epochs = cfg.search.epochs or space.default_optim().epochs
     study = open_study(cfg, multi_objective=multi, sampler=make_sampler(cfg, space), pruner=make_pruner(cfg, epochs))
+    fingerprint = check_fingerprint(study, cfg, space, allow_changed=allow_changed)
+    ctx = open_context(cfg, space, log=log, on_epoch=(progress.epoch if progress is not None else None))
     for key, value in ((tr.StudyKey.AUTOKD_VERSION, __version__), (tr.StudyKey.STUDY_NAME, cfg.name),
                        (tr.StudyKey.SPACE, str(cfg.space)), (tr.StudyKey.DATASET, cfg.data.model_dump(mode="json")),
                        (tr.StudyKey.TEACHER, {k: v for k, v in ctx.teacher_info.items() if k != "config"}),
@@ -53,11 +60,14 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
         from .diswot import run_diswot
 
         if cfg.search.baselines:
-            enqueue_baselines(study, space.baseline_students(cfg.search.baseline_students))
-        run_diswot(ctx, space, study, cfg.search.diswot, progress=progress, epochs=cfg.search.epochs, log=log)
+            with study_lock(cfg):
+                enqueue_baselines(study, space.baseline_students(cfg.search.baseline_students))
+        run_diswot(ctx, space, study, cfg.search.diswot, progress=progress, epochs=cfg.search.epochs, log=log,
+                   fingerprint=fingerprint)
     else:
         run_optuna(ctx, space, study, trials=trials or cfg.search.trials, timeout=timeout or cfg.search.timeout,
-                   epochs=cfg.search.epochs, multi_objective=multi, progress=progress)
+                   epochs=cfg.search.epochs, multi_objective=multi, progress=progress, worker=worker,
+                   fingerprint=fingerprint)
     if best_trial(study) is not None:
         export_best(cfg, study, cfg.study_dir / "best_recipe.yaml")
     return study

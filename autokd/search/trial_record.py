@@ -40,6 +40,9 @@ __all__ = [
     "record_failed",
     "record_proxy",
     "record_diswot",
+    "record_worker",
+    "record_interrupted",
+    "worker_of",
     "StudyKey",
     "METRICS",
 ]
@@ -90,6 +93,10 @@ class Key(str, Enum):
     PROXY = "proxy"
     DISWOT_RANK = "diswot_rank"
     DISWOT_KEY = "diswot_key"
+    WORKER = "worker"  # "host:pid" of the process that ran the trial
+    RETRY_OF = "retry_of"  # the number of the failed trial this one retries
+    INTERRUPTED = "interrupted"  # the signal that stopped the trial (SIGINT / SIGTERM)
+    FINGERPRINT = "fingerprint"  # the study fingerprint id the trial ran under
 
 
 class StudyKey(str, Enum):
@@ -103,6 +110,8 @@ class StudyKey(str, Enum):
     MULTI_OBJECTIVE = "multi_objective"
     DISWOT_CANDIDATES = "diswot_candidates"
     DISWOT = "diswot"
+    FINGERPRINT = "fingerprint"  # {id, teacher, data, space}: what defines the study's trials
+    FINGERPRINT_HISTORY = "fingerprint_history"  # changes accepted with --allow-changed
 
 
 #: the metrics the objective records on every trained trial
@@ -158,6 +167,18 @@ def record_pruned(trial: Any, reason: str, *, diverged: bool = False, epochs: in
 
 def record_failed(trial: Any, reason: str) -> None:
     trial.set_user_attr(Key.FAIL_REASON.value, reason)
+
+
+def record_worker(trial: Any, worker: str, fingerprint: str | None = None) -> None:
+    """Who runs the trial (``host:pid``) and under which study fingerprint."""
+    trial.set_user_attr(Key.WORKER.value, worker)
+    if fingerprint is not None:
+        trial.set_user_attr(Key.FINGERPRINT.value, fingerprint)
+
+
+def record_interrupted(trial: Any, signal_name: str) -> None:
+    trial.set_user_attr(Key.INTERRUPTED.value, signal_name)
+    trial.set_user_attr(Key.FAIL_REASON.value, f"interrupted by {signal_name}; rerun the command to resume")
 
 
 def record_proxy(trial: Any, score: float, proxy: str | None = None) -> None:
@@ -241,6 +262,15 @@ def metric_of(t: Any, key: Key) -> float | None:
 
 def proxy_score_of(t: Any) -> float | None:
     return metric_of(t, Key.PROXY_SCORE)
+
+
+def worker_of(t: Any) -> tuple[str, int] | None:
+    """``(host, pid)`` of the process that ran the trial, or ``None``."""
+    v = _attrs(t).get(Key.WORKER.value)
+    if not isinstance(v, str) or ":" not in v:
+        return None
+    host, _, pid = v.rpartition(":")
+    return (host, int(pid)) if pid.isdigit() else None
 
 
 def diswot_rank_of(t: Any) -> int | None:

@@ -8,6 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..files import atomic_write
+from ..fingerprint import config_hash, model_fingerprint
+from ..locks import file_lock
 from ..outputs import Outputs
 
 __all__ = ["TeacherSource", "OnlineTeacher", "CachedTeacher", "make_teacher_source"]
@@ -38,8 +41,14 @@ class CachedTeacher(TeacherSource):
     """Teacher outputs computed once over the training split and looked up by sample index.
 
     Valid only when the training transform is deterministic (``DataBundle.deterministic_train``): then the
-    cached outputs equal what the online teacher would compute on the same batch. Logits (and embeddings)
-    are cached eagerly; stage features only on first request. ``cache_dir`` persists them across processes.
+    cached outputs equal what the online teacher would compute on the same batch. Logits are cached eagerly;
+    stage features only on first request. ``cache_dir`` persists them across processes and runs.
+
+    The cache is keyed by the content of what produced it: the teacher's weights (a fingerprint of every
+    tensor), the data split (``data.info["fingerprint"]``: indices, transform settings) and what is stored.
+    A stored file is verified on load (key, row count, class count); any mismatch or a corrupt file is
+    recomputed, never reused. Several processes share one file: one computes it under a file lock while the
+    others wait, then they load it; it is written under a per-process temporary name and renamed.
     """
 
     def __init__(self, model: nn.Module, data, device: torch.device, cache_dir: Path | None = None,
@@ -51,38 +60,59 @@ class CachedTeacher(TeacherSource):
             )
         self.model, self.data, self.device = model, data, device
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.key = key
+        self.label = key
+        self._fingerprint: str | None = None
         self._store: dict[bool, Outputs] = {}
+
+    def key(self, feats: bool) -> str:
+        """The content key of the cached outputs (teacher weights + data split + what is cached)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return config_hash({"teacher": self._fingerprint, "data": self.data.info.get("fingerprint"),
+                            "rows": len(self.data.train_eval), "feats": feats, "v": 2})
 
     def _path(self, feats: bool) -> Path | None:
         if self.cache_dir is None:
             return None
-        return self.cache_dir / f"teacher_outputs_{self.key}_{'feats' if feats else 'logits'}.pt"
+        prefix = f"{self.label}-" if self.label else ""
+        return self.cache_dir / f"teacher_outputs_{prefix}{self.key(feats)}_{'feats' if feats else 'logits'}.pt"
+
+    def _load(self, path: Path, feats: bool) -> Outputs | None:
+        if not path.is_file():
+            return None
+        try:
+            d = torch.load(path, map_location=self.device, weights_only=True)
+            out = Outputs(d["logits"], list(d["feats"]), list(d["preacts"]), d["embedding"])
+        except Exception:  # a corrupt cache is recomputed, never trusted
+            return None
+        n = len(self.data.train_eval)
+        if (d.get("key") != self.key(feats) or out.logits.shape[0] != n
+                or out.logits.shape[1] != self.data.num_classes or any(f.shape[0] != n for f in out.feats)):
+            return None
+        return out
 
     @torch.no_grad()
     def _compute(self, feats: bool) -> Outputs:
         path = self._path(feats)
-        if path is not None and path.is_file():
-            try:
-                d = torch.load(path, map_location=self.device, weights_only=True)
-                return Outputs(d["logits"], list(d["feats"]), list(d["preacts"]), d["embedding"])
-            except Exception:  # a corrupt cache is recomputed, never trusted
-                pass
+        if path is None:
+            return self._run(feats)
+        with file_lock(path.with_name(path.name + ".lock")):
+            out = self._load(path, feats)
+            if out is None:
+                out = self._run(feats)
+                with atomic_write(path) as tmp:
+                    torch.save({"key": self.key(feats), "logits": out.logits, "feats": out.feats,
+                                "preacts": out.preacts, "embedding": out.embedding}, tmp)
+        return out
+
+    @torch.no_grad()
+    def _run(self, feats: bool) -> Outputs:
         self.model.eval()
         parts: list[Outputs] = []
-        n = len(self.data.train_eval)
         for x, _, _ in self.data.loader("train_eval", 512, shuffle=False):
             x = x.to(self.device)
             parts.append(self.model.forward_outputs(x).detach() if feats else _logits_and_embedding(self.model, x))
-        out = Outputs.cat(parts)
-        assert out.logits.shape[0] == n
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save({"logits": out.logits, "feats": out.feats, "preacts": out.preacts,
-                        "embedding": out.embedding}, tmp)
-            tmp.replace(path)
-        return out
+        return Outputs.cat(parts)
 
     def batch(self, x: Tensor, idx: Tensor, *, needs_feats: bool = False) -> Outputs:
         if needs_feats not in self._store:
@@ -95,7 +125,9 @@ def _logits_and_embedding(model: nn.Module, x: Tensor) -> Outputs:
 
 
 def make_teacher_source(mode: str, model: nn.Module, data, device, cache_dir=None, key="") -> TeacherSource:
-    """``mode``: ``online`` | ``cached`` | ``auto`` (cached when the training transform is deterministic)."""
+    """``mode``: ``online`` | ``cached`` | ``auto`` (cached when the training transform is deterministic).
+    ``key`` labels the cache files (e.g. the helper model they belong to); their content key is always the
+    fingerprint of the model's weights and of the data split."""
     if mode not in ("online", "cached", "auto"):
         raise ConfigError(f"teacher_cache must be one of auto, cached, online; got {mode!r}")
     if mode == "online" or (mode == "auto" and not data.deterministic_train):

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..fingerprint import config_hash
+from ..files import atomic_write
+from ..fingerprint import config_hash, model_fingerprint
+from ..locks import file_lock
 
 __all__ = ["obtain_teacher", "load_checkpoint"]
 
@@ -39,7 +41,10 @@ def load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
 
 def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print, on_epoch=None):
     """Return ``(teacher, info)``: from ``spec.checkpoint``, or trained once and stored as
-    ``study_dir/teacher.pt`` keyed by a hash of its config (a re-run with the same config reuses it).
+    ``study_dir/teacher.pt`` keyed by a hash of its config and data split (a re-run with the same config reuses
+    it; a changed config keeps the old file as ``teacher-<hash>.pt``). Several processes starting together
+    train it once: the first holds ``teacher.pt.lock`` while training, the others wait and then load it.
+    ``info["fingerprint"]`` is the hash of the teacher's weights (what caches of its outputs are keyed by).
     With ``spec.nasty`` the teacher is trained as a nasty teacher (see :mod:`autokd.train.nasty`)."""
     from .. import models
     from ..recipe import OptimSpec, Recipe, StudentSpec
@@ -49,7 +54,7 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
     if spec.checkpoint:
         blob = load_checkpoint(model, Path(spec.checkpoint))
         info = {"name": spec.name, "kwargs": spec.kwargs, "source": str(spec.checkpoint),
-                "params": count_params(model), **(blob.get("metrics") or {})}
+                "params": count_params(model), **(blob.get("metrics") or {}), "fingerprint": model_fingerprint(model)}
         model.to(device).eval()
         return model, info
     identity = spec.model_dump(mode="json")
@@ -58,42 +63,50 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
     key_obj = {"teacher": identity, "data": data.info, "v": 1}
     key = config_hash(key_obj)
     path = Path(study_dir) / "teacher.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+
+    def waiting() -> None:
+        log(f"teacher: another process is training it; waiting for {path}")
+
+    with file_lock(path.with_name(path.name + ".lock"), on_wait=waiting):
+        if path.is_file():
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise CheckpointError(f"{path}: unreadable stored teacher ({str(e).splitlines()[0]}); "
+                                      "move it away") from None
             if blob.get("config_hash") == key:
                 model.load_state_dict(blob["state_dict"])
                 log(f"teacher: reusing {path} (config hash {key})")
-                return model.to(device).eval(), {**blob.get("metrics", {}), "hash": key, "source": str(path)}
+                info = {**blob.get("metrics", {}), "hash": key, "source": str(path),
+                        "fingerprint": model_fingerprint(model)}
+                return model.to(device).eval().requires_grad_(False), info
             old = blob.get("config_hash", "unknown")
             backup = path.with_name(f"teacher-{old}.pt")
             path.replace(backup)  # never lose a stored teacher
             log(f"teacher: config changed; previous teacher kept as {backup}")
-        except Exception as e:
-            raise CheckpointError(f"{path}: unreadable stored teacher ({str(e).splitlines()[0]}); move it away") from None
-    recipe = Recipe(
-        student=StudentSpec(name=spec.name, kwargs=spec.kwargs),
-        ce_weight=1.0,
-        terms=[],
-        optim=OptimSpec(lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, weight_decay=spec.weight_decay),
-        seed=spec.seed,
-    )
-    log(f"teacher: training {recipe.student.label()} for {spec.epochs} epochs (stored once as {path})")
-    trainer, extra = Trainer(data, device=device, on_epoch=on_epoch), {}
-    if spec.nasty is not None:  # trained against a normally trained adversarial network
-        from .nasty import nasty_trainer
+        recipe = Recipe(
+            student=StudentSpec(name=spec.name, kwargs=spec.kwargs),
+            ce_weight=1.0,
+            terms=[],
+            optim=OptimSpec(lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
+                            weight_decay=spec.weight_decay),
+            seed=spec.seed,
+        )
+        log(f"teacher: training {recipe.student.label()} for {spec.epochs} epochs (stored once as {path})")
+        trainer, extra = Trainer(data, device=device, on_epoch=on_epoch), {}
+        if spec.nasty is not None:  # trained against a normally trained adversarial network
+            from .nasty import nasty_trainer
 
-        trainer, recipe, extra = nasty_trainer(spec, recipe, data, device, log=log, on_epoch=on_epoch)
-    res = trainer.fit(recipe, measure=False)
-    test_acc = trainer.test(res.student)
-    metrics = {"name": spec.name, "kwargs": spec.kwargs, "val_acc": res.metrics["val_acc"],
-               "test_acc": test_acc, "params": res.metrics["params"], "epochs": spec.epochs, **extra}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": res.student.state_dict(), "config_hash": key, "config": key_obj,
-                "metrics": metrics}, tmp)
-    tmp.replace(path)
+            trainer, recipe, extra = nasty_trainer(spec, recipe, data, device, log=log, on_epoch=on_epoch)
+        res = trainer.fit(recipe, measure=False)
+        test_acc = trainer.test(res.student)
+        metrics = {"name": spec.name, "kwargs": spec.kwargs, "val_acc": res.metrics["val_acc"],
+                   "test_acc": test_acc, "params": res.metrics["params"], "epochs": spec.epochs, **extra}
+        with atomic_write(path) as tmp:
+            torch.save({"state_dict": res.student.state_dict(), "config_hash": key, "config": key_obj,
+                        "metrics": metrics}, tmp)
     log(f"teacher: val acc {metrics['val_acc']:.4f}, test acc {test_acc:.4f}, saved {path}")
     teacher = res.student
     teacher.arch_name = spec.name
-    return teacher.to(device).eval().requires_grad_(False), {**metrics, "hash": key, "source": str(path)}
+    info = {**metrics, "hash": key, "source": str(path), "fingerprint": model_fingerprint(teacher)}
+    return teacher.to(device).eval().requires_grad_(False), info

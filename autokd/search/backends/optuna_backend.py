@@ -1,21 +1,53 @@
-"""Optuna backend: the study runs in this process with ``study.optimize`` (several processes may share it)."""
+"""Optuna backend: trials run in this process; any number of processes (workers) may share one study.
+
+The loop is Optuna's ask/tell with two differences that make workers safe:
+
+- the decision to start a trial and its creation happen under the study lock (``storage.study_lock``), so
+  the study ends with exactly the requested number of searched trials however many workers run;
+- each run of each worker seeds its sampler from (study seed, worker, trials in storage), so a resume or a
+  second worker never replays another's trials.
+
+Baselines are enqueued once, under the same lock; enqueued trials are popped atomically by the storage.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import gc
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
 
+from ...errors import AutoKDError
 from .. import trial_record as tr
 from ..objective import Objective
+from .storage import study_lock
+from .workers import fail_dead_local_trials, run_seed, worker_id
 
 if TYPE_CHECKING:
     from ...context import StudyContext
     from ..space import SearchSpace
 
-__all__ = ["run_optuna", "enqueue_baselines", "counted", "make_sampler", "make_pruner"]
+__all__ = ["run_optuna", "enqueue_baselines", "counted", "make_sampler", "make_pruner", "run_one_trial",
+           "Interrupted"]
 
 
-def make_sampler(cfg, space: SearchSpace | None = None):
-    """The study's sampler, seeded with the study seed; tree samplers get the space's decision tree."""
+#: a baseline that failed this many times (e.g. out of memory) is not enqueued again
+MAX_BASELINE_ATTEMPTS = 3
+
+
+class Interrupted(AutoKDError):
+    """The search was stopped by a signal; the running trial was recorded as FAIL (rerun to resume)."""
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        self.signal_name, self.exit_code = signal_name, exit_code
+        super().__init__(f"interrupted by {signal_name}; the running trial is recorded as failed and will be "
+                         "retried: rerun the same command to resume (completed trials are kept)")
+
+
+def make_sampler(cfg, space: SearchSpace | None = None, *, seed: int | None = None):
+    """The study's sampler; tree samplers get the space's decision tree. ``seed`` defaults to the study seed
+    (:func:`run_optuna` reseeds it per run and worker)."""
     from .. import samplers
 
     kw = dict(cfg.search.sampler_kwargs)
@@ -23,7 +55,7 @@ def make_sampler(cfg, space: SearchSpace | None = None):
         kw.setdefault("space", space)  # tree-walking samplers learn the declared decision tree
     if cfg.search.sampler == "evolution":
         kw.setdefault("population_size", max(4, min(16, cfg.search.trials // 3)))
-    return samplers.create(cfg.search.sampler, seed=cfg.seed, **kw)
+    return samplers.create(cfg.search.sampler, seed=cfg.seed if seed is None else seed, **kw)
 
 
 def make_pruner(cfg, epochs: int):
@@ -34,19 +66,36 @@ def make_pruner(cfg, epochs: int):
 
 def enqueue_baselines(study, students=None) -> list[tuple[str, str | None]]:
     """Enqueue the CE-only and plain-KD trials (for each of ``students``, a list of ``StudentSpec``; default:
-    the space's first student) unless the study already has them (resume)."""
+    the space's first student) that the study does not hold yet (resume; a failed one is enqueued again).
+    Call it under the study lock when several workers may start together."""
     import optuna
 
-    have = {(tr.baseline_of(t), t.user_attrs.get(tr.Key.BASELINE_STUDENT_LABEL.value))
-            for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL}
+    have, failed = set(), {}
+    for t in study.get_trials(deepcopy=False):
+        key = (tr.baseline_of(t), t.user_attrs.get(tr.Key.BASELINE_STUDENT_LABEL.value))
+        if t.state == optuna.trial.TrialState.FAIL:
+            failed[key] = failed.get(key, 0) + 1
+        else:
+            have.add(key)
     added = []
     for spec in students or [None]:
         label = spec.label() if spec is not None else None
         for kind in tr.Baseline:
-            if (kind, label) not in have:
-                study.enqueue_trial({}, user_attrs=tr.baseline_attrs(kind, spec))
+            if (kind, label) not in have and failed.get((kind, label), 0) < MAX_BASELINE_ATTEMPTS:
+                study.enqueue_trial({}, user_attrs=tr.baseline_attrs(kind, spec), skip_if_exists=False)
                 added.append((kind.value, label))
     return added
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence Optuna's "experimental" warnings on heartbeat helpers that have been stable for years."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
 
 
 def counted(study) -> int:
@@ -57,32 +106,107 @@ def counted(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=ok) if not tr.is_baseline(t))
 
 
-def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeout: float | None,
-               epochs: int | None, multi_objective: bool, progress=None) -> int:
-    """Run until the study holds ``trials`` finished searched trials (plus its baselines). Returns how
-    many trials this call ran."""
+def _running_searched(study) -> int:
     import optuna
 
-    objective = Objective(ctx, space, epochs=epochs, multi_objective=multi_objective, progress=progress)
-    if ctx.cfg.search.baselines:
-        enqueue_baselines(study, space.baseline_students(ctx.cfg.search.baseline_students))
-    ok = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    pending_baselines = sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-                            if tr.is_baseline(t))
-    todo = max(0, trials - counted(study)) + pending_baselines
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if not tr.is_baseline(t))
+
+
+def _running_baselines(study) -> int:
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if tr.is_baseline(t))
+
+
+def _waiting(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def run_one_trial(study, trial, objective) -> Any:
+    """Run ``objective(trial)`` with a heartbeat, tell the study the outcome, return the frozen trial.
+    ``RuntimeError`` (e.g. out of memory) fails the trial and the search goes on; a KeyboardInterrupt or
+    :class:`Interrupted` fails it and propagates; any other exception fails it and propagates."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    state, values, error = None, None, None
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            values = objective(trial)
+            state = optuna.trial.TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = optuna.trial.TrialState.PRUNED
+        except RuntimeError:
+            state = optuna.trial.TrialState.FAIL
+        except KeyboardInterrupt:
+            state, error = optuna.trial.TrialState.FAIL, Interrupted("SIGINT", 130)
+            tr.record_interrupted(trial, "SIGINT")
+        except Interrupted as e:
+            state, error = optuna.trial.TrialState.FAIL, e
+            tr.record_interrupted(trial, e.signal_name)
+        except Exception as e:  # recorded, then re-raised below
+            state, error = optuna.trial.TrialState.FAIL, e
+    if state == optuna.trial.TrialState.COMPLETE:
+        study.tell(trial, values)
+    else:
+        study.tell(trial, state=state)
+    if error is not None:
+        raise error
+    return study._storage.get_trial(trial._trial_id)
+
+
+def _tidy(study, cfg, space) -> None:
+    """Under the study lock: fail trials whose process died (this machine) or whose heartbeat stopped (any
+    machine), and (re-)enqueue missing baselines."""
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    with _quiet():
+        fail_dead_local_trials(study)
+        if is_heartbeat_enabled(study._storage):
+            fail_stale_trials(study)
+    if cfg.search.baselines:
+        enqueue_baselines(study, space.baseline_students(cfg.search.baseline_students))
+
+
+def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeout: float | None,
+               epochs: int | None, multi_objective: bool, progress=None, worker: str | int | None = None,
+               poll: float = 1.0, fingerprint: str | None = None) -> int:
+    """Run until the study holds ``trials`` finished searched trials plus its baselines, whichever worker ran
+    them. A worker with nothing left to start waits for the others' running trials (failing them if their
+    process dies or their heartbeat stops, and running their retries), so the study always ends complete
+    while one worker lives. Returns how many trials this call ran."""
+    cfg = ctx.cfg
+    objective = Objective(ctx, space, epochs=epochs, multi_objective=multi_objective, progress=progress,
+                          fingerprint=fingerprint)
+    with study_lock(cfg):
+        _tidy(study, cfg, space)
+        n_stored = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(cfg, space, seed=run_seed(cfg.seed, worker if worker is not None else worker_id(),
+                                                           n_stored))
     if progress is not None:
-        progress.search_started(study, todo, trials)
-    if todo == 0:
-        return 0
-
-    def stop_when_done(study, trial) -> None:
+        progress.search_started(study, max(0, trials - counted(study)) + _waiting(study), trials)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = 0
+    while deadline is None or time.monotonic() < deadline:
+        with study_lock(cfg):
+            _tidy(study, cfg, space)
+            trial = None
+            if _waiting(study) or counted(study) + _running_searched(study) < trials:
+                with _quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
+                    trial = study.ask()
+            elif counted(study) >= trials and not _running_baselines(study):
+                break
+        if trial is None:  # others are running the last trials: wait for them (or their retries)
+            time.sleep(poll)
+            continue
+        frozen = run_one_trial(study, trial, objective)
+        ran += 1
         if progress is not None:
-            progress.trial_finished(study, trial)
-        waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-        if counted(study) >= trials and not waiting:
-            study.stop()
-
-    before = len(study.get_trials(deepcopy=False, states=ok))
-    study.optimize(objective, n_trials=todo, timeout=timeout, callbacks=[stop_when_done],
-                   catch=(RuntimeError,), gc_after_trial=True)
-    return len(study.get_trials(deepcopy=False, states=ok)) - before
+            progress.trial_finished(study, frozen)
+        gc.collect()
+    return ran

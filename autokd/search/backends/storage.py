@@ -1,57 +1,174 @@
-"""The study's storage (Optuna RDB: SQLite by default, PostgreSQL for many machines): open, create, load."""
+"""The study's storage — the single source of truth shared by every worker — and the lock that makes a
+study's one-time steps (creating its tables, enqueueing its baselines) happen exactly once.
+
+URLs (``search.storage``; default ``sqlite:///<study_dir>/study.db``):
+
+- ``sqlite:///path.db`` — one machine, several processes (heartbeats on).
+- ``postgresql://user@host/db`` or ``postgresql+psycopg://...`` — many machines (``pip install
+  'autokd[postgres]'`` installs psycopg 3, which SQLAlchemy 2 uses for both spellings); heartbeats on.
+- ``journal:///path.log`` — Optuna's ``JournalFileBackend``: several workers on one machine without a
+  database server. Limits: no heartbeat (a crashed worker's trial is failed by the next run on the same
+  machine, which knows the process is dead, not by other workers), one machine (a shared file system's
+  locking is not trusted).
+- ``memory`` — in-process, nothing stored (tests).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
+from ...locks import file_lock
 
 if TYPE_CHECKING:
     from ...config import StudyConfig
 
-__all__ = ["make_storage", "open_study", "load_study"]
+__all__ = ["make_storage", "open_study", "load_study", "study_lock", "check_storage_url", "storage_kind",
+           "readable"]
+
+_KINDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgresql+psycopg": "postgresql",
+          "postgresql+psycopg2": "postgresql", "mysql": "mysql", "mysql+pymysql": "mysql", "journal": "journal"}
 
 
-def make_storage(url: str):
-    """An Optuna storage for ``url``: RDB URLs get heartbeats (a crashed worker's trial is failed after the
-    grace period and retried up to twice); ``memory`` is in-process."""
+def storage_kind(url: str) -> str:
+    """``sqlite`` | ``postgresql`` | ``mysql`` | ``journal`` | ``memory``; a one-line ConfigError otherwise."""
+    if url == "memory":
+        return "memory"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in _KINDS:
+        raise ConfigError(f"search.storage: unsupported URL {url!r}; use sqlite:///path.db, "
+                          "postgresql://user@host/db, journal:///path.log or memory")
+    return _KINDS[scheme]
+
+
+def _journal_path(url: str) -> Path:
+    path = url.split("://", 1)[1]
+    if not path.startswith("/"):
+        raise ConfigError(f"search.storage: {url!r}: a journal URL needs an absolute path (journal:///abs/path.log)")
+    return Path(path)
+
+
+def check_storage_url(url: str) -> None:
+    """Validate the URL and that its driver is installed (before anything trains)."""
+    kind = storage_kind(url)
+    if kind == "postgresql":
+        scheme = url.split("://", 1)[0]
+        module = "psycopg2" if scheme.endswith("psycopg2") else "psycopg"
+        try:
+            __import__(module)
+        except ImportError:
+            raise ConfigError(f"search.storage: {scheme}:// needs the {module} driver; "
+                              "pip install 'autokd[postgres]'") from None
+    elif kind == "mysql":
+        try:
+            __import__("pymysql")
+        except ImportError:
+            raise ConfigError("search.storage: mysql needs a driver; pip install pymysql") from None
+    elif kind == "journal":
+        _journal_path(url)
+
+
+def _sqlalchemy_url(url: str) -> str:
+    # SQLAlchemy 2 picks psycopg 3 for postgresql://; say so explicitly so either spelling works the same
+    return re.sub(r"^postgresql://", "postgresql+psycopg://", url)
+
+
+def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 120):
+    """An Optuna storage for ``url``. RDB storages get heartbeats: a trial whose worker stopped beating for
+    ``grace_period`` seconds is failed by the next worker that starts a trial, and retried (up to twice)."""
     import warnings
 
     import optuna
 
-    if url.startswith(("sqlite", "postgresql", "mysql")):
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=30, grace_period=120,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-                    **kwargs,
-                )
-        except ImportError as e:
-            raise ConfigError(f"search.storage: {url.split(':')[0]} needs a driver ({e}); "
-                              "pip install 'autokd[postgres]' for PostgreSQL") from None
-    if url == "memory":
+    kind = storage_kind(url)
+    check_storage_url(url)
+    if kind == "memory":
         return optuna.storages.InMemoryStorage()
-    return url
+    if kind == "journal":
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = _journal_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    kwargs: dict[str, Any] = {}
+    if kind == "sqlite":
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            _sqlalchemy_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            **kwargs,
+        )
+
+
+@contextlib.contextmanager
+def readable(url: str) -> Iterator[None]:
+    """Turn a database that cannot be read (truncated file, wrong server, refused connection) into one line."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        detail = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
+        raise ConfigError(f"search.storage: {url}: cannot use the study database ({detail}); if it is a "
+                          "damaged file, move it away and rerun") from None
+
+
+@contextlib.contextmanager
+def study_lock(cfg: StudyConfig) -> Iterator[None]:
+    """Exclusive across every worker of the study: a file lock next to a SQLite database or journal (one
+    machine), a PostgreSQL session-level advisory lock (any number of machines)."""
+    url = cfg.storage_url
+    kind = storage_kind(url)
+    if kind == "postgresql":
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(f"autokd:{cfg.name}".encode()).digest()[:8], "big", signed=True)
+        engine = sqlalchemy.create_engine(_sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
+        return
+    if kind == "sqlite":
+        lock = Path(url.split("sqlite:///", 1)[1] + ".lock")
+    elif kind == "journal":
+        lock = Path(str(_journal_path(url)) + ".autokd.lock")
+    else:  # mysql, memory: one machine
+        lock = cfg.study_dir / ".study.lock"
+    with file_lock(lock):
+        yield
 
 
 def open_study(cfg: StudyConfig, *, multi_objective: bool, sampler, pruner):
-    """Create the study named ``cfg.name`` in its storage, or load it (resume)."""
+    """Create the study named ``cfg.name`` in its storage, or load it (resume). Safe when several workers
+    start at once: creating the storage's tables and the study happens under :func:`study_lock`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kw: dict[str, Any] = {"directions": ["maximize", "minimize"]} if multi_objective else {"direction": "maximize"}
     cfg.study_dir.mkdir(parents=True, exist_ok=True)
-    storage = make_storage(cfg.storage_url)
-    try:
-        study = optuna.create_study(storage=storage, study_name=cfg.name, sampler=sampler, pruner=pruner,
-                                    load_if_exists=True, **kw)
-    except ValueError as e:  # e.g. resuming with a different number of objectives
-        raise ConfigError(f"search: cannot resume study {cfg.name!r}: {e}") from None
+    with study_lock(cfg), readable(cfg.storage_url):
+        storage = make_storage(cfg.storage_url, heartbeat_interval=cfg.search.heartbeat_interval,
+                               grace_period=cfg.search.heartbeat_grace)
+        try:
+            study = optuna.create_study(storage=storage, study_name=cfg.name, sampler=sampler, pruner=pruner,
+                                        load_if_exists=True, **kw)
+        except ValueError as e:  # e.g. resuming with a different number of objectives
+            raise ConfigError(f"search: cannot resume study {cfg.name!r}: {e}") from None
     if len(study.directions) != (2 if multi_objective else 1):
         raise ConfigError(f"search.sampler: study {cfg.name!r} was created with {len(study.directions)} "
                           f"objective(s); the sampler {cfg.search.sampler!r} needs {2 if multi_objective else 1}")
@@ -59,7 +176,7 @@ def open_study(cfg: StudyConfig, *, multi_objective: bool, sampler, pruner):
 
 
 def load_study(cfg: StudyConfig):
-    """The stored study, read-only use (report, export, status)."""
+    """The stored study, for reading (report, export, status)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,6 +184,7 @@ def load_study(cfg: StudyConfig):
         raise ConfigError(f"study {cfg.name!r} has not been run yet (no {cfg.study_dir / 'study.db'}); "
                           f"run `autokd search {cfg.source}` first")
     try:
-        return optuna.load_study(study_name=cfg.name, storage=make_storage(cfg.storage_url))
+        with readable(cfg.storage_url):
+            return optuna.load_study(study_name=cfg.name, storage=make_storage(cfg.storage_url))
     except KeyError:
         raise ConfigError(f"study {cfg.name!r} not found in {cfg.storage_url}") from None

@@ -7,22 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ..tree import Decision
-from .mcts import (
-    TreeSamplerBase,
-    _Record,
-    _TreeInfo,
-    build_records,
-    contains,
-    fetch,
-    refuse_multi_objective,
-    uniform,
-)
+from ._tree.base import TreeSamplerBase
+from ._tree.distributions import contains, uniform
+from ._tree.records import Record, build_records, fetch, snapshot_key
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -58,7 +49,8 @@ class EvolutionSampler(TreeSamplerBase):
     the normal pruner path (the trainer raises on a non-finite loss, the objective turns it into
     ``optuna.TrialPruned`` with ``prune_reason`` "training diverged..."), so it is rejected: never a
     parent. Trials pruned for low intermediate accuracy and failed trials are never parents either.
-    Param-less trials (autokd's baselines) are ignored. Multi-objective studies raise ``ValueError``.
+    Param-less trials (autokd's baselines) are ignored. Multi-objective studies are refused with ``ValueError``
+    by ``before_trial``, ``sample_relative`` and ``sample_independent`` (Optuna's single-objective contract).
 
     Seeded and deterministic; picklable (the storage cache is dropped on pickling; the random state and
     the parents of an in-flight trial are kept, and also read back from the trial's system attributes).
@@ -75,8 +67,6 @@ class EvolutionSampler(TreeSamplerBase):
         seed: seed of the random state.
     """
 
-    _cache_attr = "_cache"
-
     def __init__(self, *, population_size: int = 16, tournament_size: int = 3, mutation_prob: float = 0.1,
                  crossover_prob: float = 0.9, space: SearchSpace | str | Path | None = None,
                  tree: Sequence[Decision] | None = None, seed: int | None = None) -> None:
@@ -88,19 +78,16 @@ class EvolutionSampler(TreeSamplerBase):
         for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
             if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
                 raise ValueError(f"{who}: {name} must be in [0, 1], got {p!r}")
-        self._info = _TreeInfo(space, tree, who)
+        super().__init__(space=space, tree=tree, seed=seed)
         self.population_size = population_size
         self.tournament_size = tournament_size
         self.mutation_prob = float(mutation_prob)
         self.crossover_prob = float(crossover_prob)
-        self._seed = seed
-        self._rng = np.random.RandomState(seed)
-        self._cache: tuple[tuple, list[_Record]] | None = None
+        self._cache: tuple[tuple, list[Record]] | None = None
         self._plan: tuple[int, tuple[int, int] | None, bool] | None = None  # (trial, parents, crossover)
 
-    # ---- Optuna's interface ------------------------------------------------------------------
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        refuse_multi_objective(study, type(self).__name__)
+    # ---- sampling -------------------------------------------------------------------------------
+    def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
         records = self._sync(study)
         parents = self._select_parents(records, maximize=self._maximize(study))
         crossover = parents is not None and bool(self._rng.uniform() < self.crossover_prob)
@@ -110,11 +97,8 @@ class EvolutionSampler(TreeSamplerBase):
         if parents is not None:
             study._storage.set_trial_system_attr(trial._trial_id, PARENTS_ATTR, list(parents))
 
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        refuse_multi_objective(study, type(self).__name__)
+    def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
         records = self._sync(study)
-        dist = param_distribution
         parents = self._parents_of(trial)
         if parents is None:
             return uniform(dist, self._rng)
@@ -131,19 +115,15 @@ class EvolutionSampler(TreeSamplerBase):
         return value
 
     # ---- internals ------------------------------------------------------------------------------
-    @staticmethod
-    def _maximize(study: Study) -> bool:
-        return study.direction == optuna.study.StudyDirection.MAXIMIZE
-
-    def _sync(self, study: Study) -> list[_Record]:
+    def _sync(self, study: Study) -> list[Record]:
         finished, _ = fetch(study)
-        key = (study.study_name, len(finished), finished[-1].number if finished else -1)
+        key = snapshot_key(study, finished)
         if self._cache is None or self._cache[0] != key:
             records, _, _ = build_records(finished, self._maximize(study), self._info)
             self._cache = (key, records)
         return self._cache[1]
 
-    def population(self, records: Sequence[_Record], maximize: bool) -> list[_Record]:
+    def population(self, records: Sequence[Record], maximize: bool) -> list[Record]:
         """The ``population_size`` best completed trials (pruned, diverged and failed ones excluded)."""
         ok = [r for r in records if r.state == TrialState.COMPLETE and r.value is not None
               and math.isfinite(r.value)]
@@ -151,7 +131,7 @@ class EvolutionSampler(TreeSamplerBase):
         ok.sort(key=lambda r: (sign * r.value, r.number))
         return ok[: self.population_size]
 
-    def _select_parents(self, records: Sequence[_Record], maximize: bool) -> tuple[int, int] | None:
+    def _select_parents(self, records: Sequence[Record], maximize: bool) -> tuple[int, int] | None:
         pop = self.population(records, maximize)
         if len(records) < self.population_size or not pop:
             return None

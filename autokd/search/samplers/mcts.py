@@ -1,8 +1,6 @@
 """Monte Carlo tree search over the categorical decisions of a define-by-run space (Auto-KD, ICCV 2023).
 
-Also holds what :mod:`.evolution` shares with it: reading a study's trials into records (a trial's path
-through the decision tree and its normalised value), uniform sampling from an Optuna distribution, and
-the unit-interval transform of numeric parameters.
+The shared pieces (base class, trial records, numeric ranges, Parzen estimator) live in :mod:`._tree`.
 """
 
 from __future__ import annotations
@@ -10,20 +8,30 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from .. import trial_record
-from ..params import Fixed
-from ..tree import Decision, walk
+from ..tree import Decision
+from ._tree.base import TreeSamplerBase
+from ._tree.distributions import from_unit, to_unit, uniform
+from ._tree.parzen import parzen_pick
+from ._tree.records import (
+    BranchKey,
+    Record,
+    TreePath,
+    branch_key,
+    build_records,
+    fetch,
+    is_searched,
+    public_path,
+    snapshot_key,
+)
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -31,19 +39,6 @@ if TYPE_CHECKING:
     from ..space import SearchSpace
 
 __all__ = ["MCTSSampler", "uct_score"]
-
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-Key = tuple[str, str, Any]  # (param name, type name, value): True and 1 stay distinct as dict keys
-Path_ = tuple[Key, ...]
-
-
-def _key(name: str, value: Any) -> Key:
-    return (name, type(value).__name__, value)
-
-
-def _public(path: Iterable[Key]) -> tuple[tuple[str, Any], ...]:
-    return tuple((k[0], k[2]) for k in path)
 
 
 def uct_score(mean: float, n_child: int, n_parent: int, c: float) -> float:
@@ -53,266 +48,18 @@ def uct_score(mean: float, n_child: int, n_parent: int, c: float) -> float:
     return mean + c * math.sqrt(math.log(max(n_parent, 1)) / n_child)
 
 
-# ------------------------------------------------------------------------------------------- the tree
-class _TreeInfo:
-    """What a sampler knows about the decision tree: given (a SearchSpace or Decision list) or learned.
-
-    A *branching* decision is one whose value selects the next decisions: every categorical parameter,
-    plus integer decisions that the declared tree gives children (``terms.n``). Other numeric
-    parameters are leaves.
-    """
-
-    def __init__(self, space: SearchSpace | str | Path | None, tree: Sequence[Decision] | None, who: str) -> None:
-        if space is not None and tree is not None:
-            raise ValueError(f"{who}: give space= or tree=, not both")
-        if isinstance(space, (str, Path)):
-            from ..space import SearchSpace
-
-            space = SearchSpace.load(space)
-        if space is not None:
-            if not hasattr(space, "tree"):
-                raise ValueError(f"{who}: space= expects an autokd SearchSpace (or a path to one), "
-                                 f"got {type(space).__name__}")
-            tree = space.tree()
-        if tree is not None:
-            tree = list(tree)
-            if not all(isinstance(d, Decision) for d in tree):
-                raise ValueError(f"{who}: tree= expects a list of autokd.search.tree.Decision")
-        self.tree: list[Decision] | None = tree
-        self.declared: dict[str, Decision] = {}
-        self.branching_ints: set[str] = set()
-        for d in walk(tree or []):
-            if isinstance(d.param, Fixed):
-                continue
-            self.declared.setdefault(d.name, d)
-            if d.kind == "int" and d.children:
-                self.branching_ints.add(d.name)
-
-    def is_branching(self, name: str, dist: BaseDistribution) -> bool:
-        if isinstance(dist, CategoricalDistribution):
-            return True
-        return isinstance(dist, IntDistribution) and name in self.branching_ints
-
-    def choices(self, name: str, dist: BaseDistribution) -> list[Any]:
-        if isinstance(dist, CategoricalDistribution):
-            return list(dist.choices)
-        assert isinstance(dist, IntDistribution)
-        return list(range(dist.low, dist.high + 1, dist.step))
-
-    def path(self, params: dict[str, Any], dists: dict[str, BaseDistribution]) -> tuple[Path_, dict[str, Path_]]:
-        """The branching choices of a trial in suggestion order, and the node each parameter was
-        suggested at (the branching choices made before it)."""
-        path: list[Key] = []
-        node_of: dict[str, Path_] = {}
-        for name, value in params.items():  # storages keep suggestion order (RDB: by param id)
-            node_of[name] = tuple(path)
-            dist = dists.get(name)
-            if dist is not None and self.is_branching(name, dist):
-                path.append(_key(name, value))
-        return tuple(path), node_of
-
-
-# ------------------------------------------------------------------------------------- trial records
-@dataclass
-class _Record:
-    number: int
-    state: TrialState
-    params: dict[str, Any]
-    dists: dict[str, BaseDistribution]
-    value: float | None  # the raw objective value (COMPLETE only)
-    q: float  # normalised: 1 = best completed value, 0 = worst (failed, diverged)
-    path: Path_
-    node_of: dict[str, Path_]
-    diverged: bool = False
-
-
 @dataclass
 class _Snapshot:
     """Everything learnt from a study's finished trials (rebuilt when their count changes)."""
 
     key: tuple
-    records: list[_Record]
-    edges: dict[Path_, dict[Key, list[float]]] = field(default_factory=dict)  # node -> child -> [N, W]
+    records: list[Record]
+    edges: dict[TreePath, dict[BranchKey, list[float]]] = field(default_factory=dict)  # node -> child -> [N, W]
     low: float | None = None
     high: float | None = None
 
 
-def _is_searched(t: FrozenTrial) -> bool:
-    return bool(t.params) and not trial_record.is_baseline(t)
-
-
-def _diverged(t: FrozenTrial) -> bool:
-    return trial_record.is_diverged(t)
-
-
-def _last_intermediate(t: FrozenTrial) -> float | None:
-    if not t.intermediate_values:
-        return None
-    v = t.intermediate_values[max(t.intermediate_values)]
-    return float(v) if v is not None and math.isfinite(v) else None
-
-
-def build_records(trials: Sequence[FrozenTrial], maximize: bool,
-                  info: _TreeInfo) -> tuple[list[_Record], float | None, float | None]:
-    """Records of the finished searched trials (param-less and baseline trials are skipped) with the
-    direction-aware min-max normalised value ``q`` in [0, 1] (higher is better for both directions).
-
-    COMPLETE: its value, normalised over the completed trials. PRUNED: its last intermediate value on the
-    same scale, clipped to [0, 1]; 0 when it has none or when it diverged (``prune_reason`` "training
-    diverged..."). FAIL: 0, the worst.
-    """
-    sign = 1.0 if maximize else -1.0
-    usable = [t for t in trials if t.state in _FINISHED and _is_searched(t)]
-    finals = [sign * t.value for t in usable
-              if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    if not finals:  # nothing completed yet: scale by the pruned trials' intermediate values
-        finals = [sign * v for t in usable if t.state == TrialState.PRUNED and not _diverged(t)
-                  for v in [_last_intermediate(t)] if v is not None]
-    low, high = (min(finals), max(finals)) if finals else (None, None)
-
-    def norm(v: float | None) -> float:
-        if v is None or low is None or high is None or math.isnan(v):
-            return 0.0
-        if high <= low:
-            return 0.5
-        return min(1.0, max(0.0, (sign * v - low) / (high - low)))
-
-    out = []
-    for t in usable:
-        diverged = t.state == TrialState.PRUNED and _diverged(t)
-        value = None
-        if t.state == TrialState.COMPLETE:
-            value = t.value
-            q = norm(value)
-        elif t.state == TrialState.PRUNED and not diverged:
-            q = norm(_last_intermediate(t))
-        else:
-            q = 0.0
-        path, node_of = info.path(t.params, t.distributions)
-        out.append(_Record(t.number, t.state, t.params, t.distributions, value, q, path, node_of, diverged))
-    return out, low, high
-
-
-def fetch(study: Study) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
-    """The study's finished and running trials, straight from its storage (shared by all workers)."""
-    trials = study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING))
-    return ([t for t in trials if t.state != TrialState.RUNNING],
-            [t for t in trials if t.state == TrialState.RUNNING])
-
-
-def refuse_multi_objective(study: Study, who: str) -> None:
-    if len(study.directions) > 1:
-        raise ValueError(f"{who} supports single-objective studies only; this study has "
-                         f"{len(study.directions)} objectives (use nsga2 for multi-objective search)")
-
-
-# ------------------------------------------------------------------------------- numeric parameters
-def _bounds(dist: FloatDistribution | IntDistribution) -> tuple[float, float, bool]:
-    """The continuous interval a numeric distribution is modelled on (log scale when ``dist.log``)."""
-    half = 0.0
-    if isinstance(dist, IntDistribution):
-        half = 0.5 * dist.step
-    elif dist.step is not None:
-        half = 0.5 * dist.step
-    low, high = dist.low - half, dist.high + half
-    if dist.log:
-        return math.log(low), math.log(high), True
-    return low, high, False
-
-
-def to_unit(dist: FloatDistribution | IntDistribution, value: float) -> float | None:
-    """``value`` mapped onto [0, 1] (None when outside ``dist``)."""
-    if not (dist.low <= value <= dist.high):
-        return None
-    lo, hi, log = _bounds(dist)
-    if hi <= lo:
-        return 0.5
-    x = math.log(value) if log else float(value)
-    return min(1.0, max(0.0, (x - lo) / (hi - lo)))
-
-
-def from_unit(dist: FloatDistribution | IntDistribution, u: float) -> Any:
-    lo, hi, log = _bounds(dist)
-    x = lo + min(1.0, max(0.0, float(u))) * (hi - lo)
-    v = math.exp(x) if log else x
-    if isinstance(dist, IntDistribution):
-        k = round((v - dist.low) / dist.step)
-        return int(min(dist.high, max(dist.low, dist.low + k * dist.step)))
-    if dist.step is not None:
-        k = round((v - dist.low) / dist.step)
-        v = dist.low + k * dist.step
-    return float(min(dist.high, max(dist.low, v)))
-
-
-def uniform(dist: BaseDistribution, rng: np.random.RandomState) -> Any:
-    """A uniform draw (log-uniform for log ranges) from an Optuna distribution."""
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(rng.randint(len(dist.choices)))]
-    if isinstance(dist, (FloatDistribution, IntDistribution)):
-        return from_unit(dist, rng.uniform(0.0, 1.0))
-    raise ValueError(f"unsupported distribution {dist!r}")
-
-
-def contains(dist: BaseDistribution, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
-
-
-def _parzen_pick(xs: np.ndarray, qs: np.ndarray, ws: np.ndarray, rng: np.random.RandomState, gamma: float,
-                 n_candidates: int) -> float:
-    """TPE-style choice on [0, 1] from weighted observations: the best observations holding a ``gamma``
-    share of the weight form the "good" density l, the rest g; each is a weighted mixture of
-    truncated-Gaussian Parzen windows plus a uniform prior. Candidates are drawn from l and the one
-    maximising l(x) / g(x) is returned."""
-    order = np.argsort(-qs, kind="stable")
-    xs, qs, ws = xs[order], qs[order], ws[order]
-    cum = np.cumsum(ws)
-    n_good = int(np.searchsorted(cum, gamma * cum[-1], side="left")) + 1
-    n_good = min(max(1, n_good), len(xs) - 1)
-    good, bad = (xs[:n_good], ws[:n_good]), (xs[n_good:], ws[n_good:])
-
-    def bandwidth(pts: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-        m = float(w.sum() ** 2 / (w * w).sum())  # effective number of observations
-        mean = float(np.average(pts, weights=w))
-        sigma = math.sqrt(float(np.average((pts - mean) ** 2, weights=w))) if len(pts) > 1 else 0.5
-        # Scott's rule, floored at 1/(1+m) of the range (the "magic clip" of Bergstra et al.)
-        return float(np.clip(1.06 * sigma * m ** -0.2, 1.0 / min(100.0, 1.0 + m), 0.5)), m
-
-    def logpdf(x: np.ndarray, pts: np.ndarray, w: np.ndarray) -> np.ndarray:
-        h, m = bandwidth(pts, w)
-        w0 = 1.0 / (m + 1.0)
-        z = (x[:, None] - pts[None, :]) / h
-        mass = _ncdf((1.0 - pts) / h) - _ncdf(-pts / h)
-        dens = np.exp(-0.5 * z * z) / (h * math.sqrt(2 * math.pi) * mass[None, :])
-        return np.log(w0 + (1 - w0) * (dens * (w / w.sum())[None, :]).sum(axis=1))
-
-    h, m = bandwidth(*good)
-    p = good[1] / good[1].sum()
-    cands = np.empty(n_candidates)
-    for i in range(n_candidates):
-        if rng.uniform() < 1.0 / (m + 1.0):
-            cands[i] = rng.uniform()
-            continue
-        mu = good[0][int(rng.choice(len(p), p=p))]
-        x = mu
-        for _ in range(20):
-            x = rng.normal(mu, h)
-            if 0.0 <= x <= 1.0:
-                break
-        cands[i] = min(1.0, max(0.0, x))
-    score = logpdf(cands, *good) - logpdf(cands, *bad)
-    return float(cands[int(np.argmax(score))])
-
-
-def _ncdf(z: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
-
-    return ndtr(z)
-
-
-def _shared(a: Path_, b: Path_) -> int:
+def _shared(a: TreePath, b: TreePath) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -321,7 +68,7 @@ def _shared(a: Path_, b: Path_) -> int:
     return n
 
 
-def sample_numeric(records: Sequence[_Record], node: Path_, name: str, dist: FloatDistribution | IntDistribution,
+def sample_numeric(records: Sequence[Record], node: TreePath, name: str, dist: FloatDistribution | IntDistribution,
                    rng: np.random.RandomState, *, n_startup: int, gamma: float, n_candidates: int,
                    decay: float) -> Any:
     """Sample a numeric leaf from the trials that suggested it, each weighted by how much of its path
@@ -345,31 +92,7 @@ def sample_numeric(records: Sequence[_Record], node: Path_, name: str, dist: Flo
     ws = ws[keep]
     if len(xs) < 2:
         return uniform(dist, rng)
-    return from_unit(dist, _parzen_pick(xs, qs, ws, rng, gamma, n_candidates))
-
-
-# -------------------------------------------------------------------------------------------- MCTS
-class TreeSamplerBase(BaseSampler):
-    """Shared plumbing of autokd's tree samplers: everything is sampled independently (define-by-run),
-    the numpy RNG can be reseeded, and the cache named by ``_cache_attr`` (a snapshot of the storage) is
-    dropped on pickling and rebuilt from the storage on first use."""
-
-    _cache_attr = "_snap"
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state[self._cache_attr] = None
-        return state
-
-    def reseed_rng(self) -> None:
-        self._rng = np.random.RandomState()
-
-    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
+    return from_unit(dist, parzen_pick(xs, qs, ws, rng, gamma, n_candidates))
 
 
 class MCTSSampler(TreeSamplerBase):
@@ -405,9 +128,10 @@ class MCTSSampler(TreeSamplerBase):
     **Pruned and failed trials.** A pruned trial counts as a visit with its last intermediate value,
     normalised on the same scale as the completed values and clipped to [0, 1] (an early-epoch
     accuracy is usually below the finals, so this is already a mild penalty); a pruned trial without
-    intermediate values, one whose ``prune_reason`` starts with "training diverged" (the loss exploded),
+    intermediate values, one that diverged (the loss became non-finite; ``trial_record.is_diverged``),
     and a failed trial count as the worst value, 0. Param-less trials (autokd's enqueued baselines) are
-    ignored. Multi-objective studies are refused with a ``ValueError``.
+    ignored. Multi-objective studies are refused with ``ValueError`` by ``before_trial``, ``sample_relative``
+    and ``sample_independent``, as Optuna's contract for single-objective samplers requires.
 
     **State.** Statistics are rebuilt from the study's storage (``study.get_trials``) at
     ``before_trial`` and each ``sample_*`` call, cached by the number of finished trials, so several
@@ -442,29 +166,23 @@ class MCTSSampler(TreeSamplerBase):
             raise ValueError(f"{who}: n_ei_candidates must be an integer >= 1, got {n_ei_candidates!r}")
         if not (isinstance(leaf_decay, (int, float)) and 0 <= leaf_decay <= 1):
             raise ValueError(f"{who}: leaf_decay must be in [0, 1], got {leaf_decay!r}")
-        self._info = _TreeInfo(space, tree, who)
+        super().__init__(space=space, tree=tree, seed=seed)
         self.c = float(c)
         self.n_startup_leaf = n_startup_leaf
         self.gamma = float(gamma)
         self.n_ei_candidates = n_ei_candidates
         self.leaf_decay = float(leaf_decay)
         self.virtual_loss = bool(virtual_loss)
-        self._seed = seed
         self._salt = int(seed) if seed is not None else secrets.randbits(63)
-        self._rng = np.random.RandomState(seed)
-        self._snap: _Snapshot | None = None
+        self._cache: _Snapshot | None = None
 
-    # ---- Optuna's interface ------------------------------------------------------------------
-    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        refuse_multi_objective(study, type(self).__name__)
+    # ---- sampling -------------------------------------------------------------------------------
+    def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._sync(study)
 
-    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        refuse_multi_objective(study, type(self).__name__)
+    def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
         snap, running = self._sync(study)
         node, _ = self._info.path(trial.params, trial.distributions)
-        dist = param_distribution
         if self._info.is_branching(param_name, dist):
             choices = self._info.choices(param_name, dist)
             pending = self._pending(running, trial.number)
@@ -478,26 +196,25 @@ class MCTSSampler(TreeSamplerBase):
     # ---- statistics -----------------------------------------------------------------------------
     def _sync(self, study: Study) -> tuple[_Snapshot, list[FrozenTrial]]:
         finished, running = fetch(study)
-        key = (study.study_name, len(finished), finished[-1].number if finished else -1)
-        snap = self._snap
+        key = snapshot_key(study, finished)
+        snap = self._cache
         if snap is None or snap.key != key:
-            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-            records, low, high = build_records(finished, maximize, self._info)
+            records, low, high = build_records(finished, self._maximize(study), self._info)
             snap = _Snapshot(key, records, low=low, high=high)
             for r in records:
                 for i, k in enumerate(r.path):
                     nw = snap.edges.setdefault(r.path[:i], {}).setdefault(k, [0, 0.0])
                     nw[0] += 1
                     nw[1] += r.q
-            self._snap = snap
+            self._cache = snap
         return snap, running
 
-    def _pending(self, running: Sequence[FrozenTrial], current: int) -> dict[Path_, dict[Key, int]]:
-        out: dict[Path_, dict[Key, int]] = {}
+    def _pending(self, running: Sequence[FrozenTrial], current: int) -> dict[TreePath, dict[BranchKey, int]]:
+        out: dict[TreePath, dict[BranchKey, int]] = {}
         if not self.virtual_loss:
             return out
         for t in running:
-            if t.number == current or not _is_searched(t):
+            if t.number == current or not is_searched(t):
                 continue
             path, _ = self._info.path(t.params, t.distributions)
             for i, k in enumerate(path):
@@ -505,24 +222,24 @@ class MCTSSampler(TreeSamplerBase):
                 d[k] = d.get(k, 0) + 1
         return out
 
-    def _scores(self, snap: _Snapshot, pending: dict[Path_, dict[Key, int]], node: Path_, name: str,
+    def _scores(self, snap: _Snapshot, pending: dict[TreePath, dict[BranchKey, int]], node: TreePath, name: str,
                 choices: Sequence[Any]) -> list[float]:
         edges = snap.edges.get(node, {})
         virt = pending.get(node, {})
         nw = []
         for ch in choices:
-            k = _key(name, ch)
+            k = branch_key(name, ch)
             n, w = edges.get(k, (0, 0.0))
             v = virt.get(k, 0)
             nw.append((n + v, w))  # a running trial elsewhere: one more visit, value 0
         total = sum(n for n, _ in nw)
         return [uct_score(w / n if n else 0.0, n, total, self.c) for n, w in nw]
 
-    def _order(self, node: Path_, name: str, choice: Any) -> int:
-        h = hashlib.blake2b(repr((self._salt, node, _key(name, choice))).encode(), digest_size=8)
+    def _order(self, node: TreePath, name: str, choice: Any) -> int:
+        h = hashlib.blake2b(repr((self._salt, node, branch_key(name, choice))).encode(), digest_size=8)
         return int.from_bytes(h.digest(), "big")
 
-    def _argmax(self, node: Path_, name: str, choices: Sequence[Any], scores: Sequence[float]) -> Any:
+    def _argmax(self, node: TreePath, name: str, choices: Sequence[Any], scores: Sequence[float]) -> Any:
         best = max(scores)
         tied = [ch for ch, s in zip(choices, scores, strict=True) if s == best]
         return min(tied, key=lambda ch: self._order(node, name, ch))
@@ -542,7 +259,7 @@ class MCTSSampler(TreeSamplerBase):
                     if d is not None:
                         for ch in (d.choices or list(d.children)):
                             row.setdefault((name, ch), (0, 0.0))
-            out[_public(node)] = row
+            out[public_path(node)] = row
         return out
 
     def uct_scores(self, study: Study, name: str, node: Sequence[tuple[str, Any]] = (),
@@ -550,7 +267,7 @@ class MCTSSampler(TreeSamplerBase):
         """The UCT score of each choice of decision ``name`` at ``node`` (``inf`` when unvisited), as the
         next trial would see them. ``choices`` default to the declared ones, else the observed ones."""
         snap, running = self._sync(study)
-        path = tuple(_key(n, v) for n, v in node)
+        path = tuple(branch_key(n, v) for n, v in node)
         if choices is None:
             d = self._info.declared.get(name)
             if d is not None:

@@ -1,0 +1,65 @@
+"""Who runs a trial: worker identity, per-run sampler seeds, and recovery of trials whose process died.
+
+Every trial records the worker that runs it (``host:pid``). A run that starts on a machine fails at once
+the RUNNING trials of that machine whose process is gone (a ``kill -9``, a power cut), instead of waiting
+for the heartbeat grace period, and enqueues them again (the retry keeps their parameters; a baseline is
+re-enqueued by the baselines step). Trials of other machines are left to the heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ...fingerprint import config_hash
+from .. import trial_record as tr
+
+__all__ = ["worker_id", "run_seed", "fail_dead_local_trials", "pid_alive"]
+
+
+def _host() -> str:
+    """This machine's name in worker records (``AUTOKD_HOST`` overrides the host name)."""
+    return os.environ.get("AUTOKD_HOST") or socket.gethostname()
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process."""
+    return f"{_host()}:{os.getpid()}"
+
+
+def run_seed(study_seed: int, worker: str | int, n_trials: int) -> int:
+    """The sampler seed of one run of one worker: derived from the study seed, the worker and the number of
+    trials already in storage, so a resumed run or a second worker never replays another's draws, and the
+    same (seed, worker, storage state) reproduces the same draws."""
+    return int(config_hash({"seed": study_seed, "worker": str(worker), "trials": n_trials}), 16) % (2**31 - 1)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def fail_dead_local_trials(study) -> list[int]:
+    """Fail the RUNNING trials that a dead process of this machine left behind and enqueue their retry (as
+    the heartbeat does: same parameters and attributes, at most two retries). Returns the failed numbers."""
+    import optuna
+
+    host = _host()
+    me = os.getpid()
+    failed = []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        who = tr.worker_of(t)
+        if who is None or who[0] != host or who[1] == me or pid_alive(who[1]):
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, tr.Key.FAIL_REASON.value,
+                                           f"worker {who[0]}:{who[1]} died while running this trial")
+        if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+            failed.append(t.number)
+            retry(study, study._storage.get_trial(t._trial_id))
+    return failed

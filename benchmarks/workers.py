@@ -1,0 +1,157 @@
+"""Workers sharing one study: throughput with 1 and 2 workers, and the storage's own overhead per trial.
+
+    python benchmarks/workers.py [--trials 12] [--epochs 2] [--postgres URL]
+
+1. Throughput: the same digits study (the demo's space, ``--trials`` searched trials of ``--epochs`` epochs,
+   plus its baselines) run by ONE worker with all cores' threads, then by TWO workers with half the threads
+   each (``autokd search --worker k --threads t``), from the same stored teacher. Prints trials/hour and the
+   ratio (goal on 2 cores: 2 workers >= 1.8x one worker).
+2. Storage overhead: the per-trial cost of what autokd asks of the storage (create the trial under the study
+   lock, record the recipe, worker, metrics and one intermediate value per epoch, tell the result) with a
+   no-op training step, on SQLite, a journal file and PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``),
+   as a fraction of one measured 1-epoch digits trial (goal: <= 2 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_yaml(path: Path, name: str, trials: int, epochs: int, storage: str | None = None) -> Path:
+    storage_line = f"storage: '{storage}', " if storage else ""
+    path.write_text(f"""
+name: {name}
+device: cpu
+data: {{name: digits, train_fraction: 0.25}}
+teacher: {{name: cnn, kwargs: {{width: 16}}, epochs: 5}}
+space: {ROOT / 'search_spaces' / 'digits.yaml'}
+output_dir: out
+search: {{{storage_line}sampler: random, pruner: none, trials: {trials}, epochs: {epochs}}}
+""")
+    return path
+
+
+def run_workers(study: Path, n: int, threads: int, trials: int | None = None) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    args = [] if trials is None else ["--trials", str(trials)]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "autokd", "search", str(study), "--worker", f"w{k}",
+                               "--threads", str(threads), *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for k in range(n)]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"worker failed:\n{err[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def throughput(args, tmp: Path) -> None:
+    cores = os.cpu_count() or 2
+    teacher_dir = tmp / "warm"
+    teacher_dir.mkdir()
+    warm = study_yaml(teacher_dir / "warm.yaml", "warm", trials=1, epochs=1)
+    run_workers(warm, 1, cores)  # trains and stores the teacher once
+    rows = []
+    for n in (1, 2):
+        d = tmp / f"w{n}"
+        d.mkdir()
+        (d / "out").mkdir()
+        os.link(teacher_dir / "out" / "teacher.pt", d / "out" / "teacher.pt")
+        study = study_yaml(d / f"w{n}.yaml", "warm", args.trials, args.epochs)
+        wall = run_workers(study, n, max(1, cores // n))
+        total = args.trials + 4  # + the CE-only and KD baselines of the space's two students
+        rows.append((n, max(1, cores // n), wall, 3600 * total / wall))
+    print(f"\nthroughput: digits, {args.trials} searched trials + 4 baselines, {args.epochs} epochs each, "
+          f"{cores} cores")
+    print(f"{'workers':>8s} {'threads':>8s} {'wall s':>8s} {'trials/h':>9s}")
+    for n, t, wall, tph in rows:
+        print(f"{n:>8d} {t:>8d} {wall:>8.1f} {tph:>9.0f}")
+    print(f"2 workers / 1 worker throughput: {rows[1][3] / rows[0][3]:.2f}x (goal >= 1.8x)")
+
+
+def storage_overhead(args, tmp: Path) -> None:
+    import optuna
+    import torch
+
+    from autokd import data
+    from autokd.config import StudyConfig
+    from autokd.recipe import Recipe, StudentSpec, TermSpec
+    from autokd.search import trial_record as tr
+    from autokd.search.backends.optuna_backend import run_one_trial
+    from autokd.search.backends.storage import open_study, study_lock
+    from autokd.train import Trainer
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(os.cpu_count() or 2)
+    bundle = data.create("digits", train_fraction=0.25)
+    recipe = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 3}), ce_weight=1.0)
+    trainer = Trainer(bundle, device="cpu")
+    trainer.fit(recipe, epochs=1, measure=False)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(3):
+        trainer.fit(recipe, epochs=1)
+    trial_s = (time.perf_counter() - t0) / 3
+    kd = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 3}), ce_weight=0.1,
+                terms=[TermSpec(loss="kd", weight=0.9, params={"temperature": 4.0})])
+    metrics = {"val_acc": 0.9, "best_val_acc": 0.9, "params": 1000, "flops": 10_000, "latency_ms": 0.1, "epochs": 1,
+               "train_time_s": 1.0, "epoch_time_s": 1.0}
+
+    def objective(trial):
+        tr.record_worker(trial, "bench:1", "fp")
+        tr.record_recipe(trial, kd)
+        trial.report(0.9, 0)
+        tr.record_metrics(trial, metrics)
+        return 0.9
+
+    storages = {"sqlite": None, "journal": f"journal:///{tmp}/bench.log"}
+    pg = args.postgres or os.environ.get("AUTOKD_TEST_POSTGRES")
+    if pg:
+        storages["postgresql"] = pg
+    print(f"\nstorage overhead per trial (n={args.n}), vs one 1-epoch digits trial of {trial_s * 1000:.0f} ms")
+    print(f"{'storage':>11s} {'ms/trial':>9s} {'% of trial':>11s}")
+    for kind, url in storages.items():
+        d = tmp / f"st_{kind}"
+        d.mkdir()
+        cfg_path = study_yaml(d / "s.yaml", f"bench_{kind}_{os.getpid()}", 1, 1, storage=url)
+        cfg = StudyConfig.load(cfg_path)
+        study = open_study(cfg, multi_objective=False, sampler=optuna.samplers.RandomSampler(seed=0),
+                           pruner=optuna.pruners.NopPruner())
+        for _ in range(3):  # warm-up
+            with study_lock(cfg):
+                trial = study.ask()
+            run_one_trial(study, trial, objective)
+        t0 = time.perf_counter()
+        for _ in range(args.n):
+            with study_lock(cfg):
+                study.get_trials(deepcopy=False)  # what the loop reads to decide
+                trial = study.ask()
+            run_one_trial(study, trial, objective)
+        per = (time.perf_counter() - t0) / args.n
+        print(f"{kind:>11s} {per * 1000:>9.1f} {100 * per / trial_s:>10.2f}%")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--n", type=int, default=40, help="trials per storage for the overhead measurement")
+    ap.add_argument("--postgres", default=None, help="a PostgreSQL database URL for the overhead measurement")
+    ap.add_argument("--skip-throughput", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if not args.skip_throughput:
+            throughput(args, tmp)
+        storage_overhead(args, tmp)
+
+
+if __name__ == "__main__":
+    main()

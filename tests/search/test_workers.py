@@ -1,0 +1,164 @@
+"""Several worker processes on one study: exactly the requested trials, baselines once, nothing run twice,
+the teacher trained once; a killed worker's trial is failed and retried. On SQLite, a journal file and a
+real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from worker_processes import ROOT, start_worker
+
+from autokd.config import StudyConfig
+from autokd.search import trial_record as tr
+from autokd.search.backends.storage import load_study
+from autokd.search.backends.workers import run_seed
+
+SPACE = ROOT / "search_spaces" / "digits.yaml"
+
+
+def _study(tmp: Path, name: str, storage: str | None, trials: int, *, epochs: int = 1,
+           heartbeat: str = "") -> Path:
+    path = tmp / f"{name}.yaml"
+    storage_line = f"storage: {storage}, " if storage else ""
+    path.write_text(f"""
+name: {name}
+device: cpu
+data: {{name: digits, train_fraction: 0.15}}
+teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
+space: {SPACE}
+search: {{{storage_line}sampler: tpe, pruner: none, trials: {trials}, epochs: {epochs}{heartbeat}}}
+""")
+    return path
+
+
+def _run_workers(path: Path, n: int, tmp: Path) -> list[str]:
+    logs = [tmp / f"worker{k}.log" for k in range(n)]
+    procs = [start_worker(path, "--worker", str(k), log=logs[k]) for k in range(n)]
+    for p in procs:
+        p.wait(timeout=600)
+    out = [lg.read_text() for lg in logs]
+    for p, text in zip(procs, out, strict=True):
+        assert p.returncode == 0, text[-3000:]
+    return out
+
+
+def _check_study(study, trials: int, students: int) -> None:
+    done = study.get_trials(deepcopy=False)
+    assert not [t for t in done if t.state == optuna.trial.TrialState.RUNNING]
+    searched = [t for t in done if not tr.is_baseline(t)
+                and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(searched) == trials
+    numbers = [t.number for t in done]
+    assert len(numbers) == len(set(numbers))
+    # no two searched trials trained the same configuration
+    configs = [json.dumps(t.params, sort_keys=True) for t in searched]
+    assert len(configs) == len(set(configs)), configs
+    baselines = [(tr.baseline_of(t), tr.student_of(t)) for t in done
+                 if tr.is_baseline(t) and t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(baselines) == 2 * students and len(set(baselines)) == len(baselines)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_three_workers_share_one_study(kind, tmp_path, request):
+    storage = {"sqlite": None, "journal": f"journal:///{tmp_path}/study.log",
+               "postgresql": None}[kind]
+    if kind == "postgresql":
+        storage = request.getfixturevalue("postgres_url")
+    path = _study(tmp_path, f"w3{kind}", storage, trials=6)
+    logs = _run_workers(path, 3, tmp_path)
+    cfg = StudyConfig.load(path)
+    _check_study(load_study(cfg), trials=6, students=2)
+    # the teacher was trained by one worker; the others waited for it and reused it
+    assert sum("teacher: training" in text for text in logs) == 1
+    assert sum("teacher: reusing" in text for text in logs) == 2
+    # report and export work from the shared storage
+    from autokd.api import export_recipe, make_report
+
+    assert make_report(cfg).stat().st_size > 10_000
+    assert export_recipe(cfg).is_file()
+
+
+def test_resume_never_replays_a_trial(tmp_path):
+    path = _study(tmp_path, "resume", None, trials=3)
+    for n in (3, 4, 5):
+        p = start_worker(path, "--trials", str(n), log=tmp_path / f"run{n}.log")
+        assert p.wait(timeout=600) == 0, (tmp_path / f"run{n}.log").read_text()[-2000:]
+    study = load_study(StudyConfig.load(path))
+    _check_study(study, trials=5, students=2)
+
+
+def test_run_seed_differs_per_worker_and_per_run():
+    assert run_seed(0, "a", 3) == run_seed(0, "a", 3)
+    assert len({run_seed(0, w, n) for w in ("a", "b", "c") for n in (0, 4, 8)}) == 9
+
+
+def _wait_for_running(cfg: StudyConfig, searched: bool, timeout: float = 300) -> optuna.trial.FrozenTrial:
+    start = time.time()
+    while time.time() - start < timeout:
+        try:
+            study = load_study(cfg)
+        except Exception:
+            time.sleep(0.5)
+            continue
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if tr.worker_of(t) and (tr.is_baseline(t) != searched) and t.intermediate_values:
+                return t
+        time.sleep(0.3)
+    raise AssertionError("no trial started running")
+
+
+def test_kill_9_then_rerun_fails_the_dead_trial_at_once_and_completes(tmp_path):
+    path = _study(tmp_path, "killed", None, trials=3, epochs=40)
+    cfg = StudyConfig.load(path)
+    p = start_worker(path, log=tmp_path / "first.log")
+    victim = _wait_for_running(cfg, searched=False)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    t0 = time.time()
+    short = _study(tmp_path, "killed", None, trials=3, epochs=1)  # same study, shorter trials for the rerun
+    p2 = start_worker(short, log=tmp_path / "second.log")
+    assert p2.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-2000:]
+    study = load_study(cfg)
+    dead = study.trials[victim.number]
+    assert dead.state == optuna.trial.TrialState.FAIL and "died" in tr.fail_reason_of(dead)
+    assert time.time() - t0 < 300
+    _check_study(study, trials=3, students=2)
+
+
+def test_a_killed_workers_trial_is_retried_by_another_after_the_heartbeat_grace(tmp_path):
+    path = _study(tmp_path, "hb", None, trials=4, epochs=40, heartbeat=", heartbeat_interval: 1, heartbeat_grace: 4")
+    cfg = StudyConfig.load(path)
+    # worker a runs on "another machine": b cannot know its process died, only that its heartbeat stopped
+    a = start_worker(path, "--worker", "a", log=tmp_path / "a.log", env={"AUTOKD_HOST": "elsewhere"})
+    victim = _wait_for_running(cfg, searched=False)
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait()
+    short = _study(tmp_path, "hb", None, trials=4, epochs=1, heartbeat=", heartbeat_interval: 1, heartbeat_grace: 4")
+    time.sleep(5)  # past the grace period: the other worker fails it through the heartbeat
+    b = start_worker(short, "--worker", "b", log=tmp_path / "b.log")
+    assert b.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-2000:]
+    study = load_study(cfg)
+    dead = study.trials[victim.number]
+    assert dead.state == optuna.trial.TrialState.FAIL and tr.fail_reason_of(dead) is None  # failed by heartbeat
+    assert any(t.system_attrs.get("failed_trial") == victim.number for t in study.trials)  # and retried
+    _check_study(study, trials=4, students=2)
+
+
+def test_sigterm_fails_the_running_trial_with_one_line_and_exit_143(tmp_path):
+    path = _study(tmp_path, "term", None, trials=3, epochs=40)
+    cfg = StudyConfig.load(path)
+    log = tmp_path / "term.log"
+    p = start_worker(path, log=log)
+    victim = _wait_for_running(cfg, searched=False)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=120) == 143
+    text = log.read_text()
+    assert "Traceback" not in text and "stopped: interrupted by SIGTERM" in text
+    t = load_study(cfg).trials[victim.number]
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") == "SIGTERM"
