@@ -136,6 +136,9 @@ class KCD(Scheme):
         self.seen = torch.zeros(self.n, dtype=torch.long)
         # the summary: sample i's input is sum_j mix[i][j] * x_j (identity until a summary round)
         self.mix: dict[int, dict[int, float]] = {}
+        self.mixed = torch.zeros(self.n, dtype=torch.bool)
+        self._arrays = _array_inputs(data.train)  # transform-free inputs: the summary is materialised
+        self._summarised: Tensor | None = None
 
     def is_full(self) -> bool:
         return len(self.kept) == self.n and not self.mix
@@ -149,6 +152,9 @@ class KCD(Scheme):
     # -- inputs of the (summarised) knowledge set -------------------------------------------------------
     def inputs(self, idx: Tensor) -> Tensor:
         """The inputs of samples ``idx``: each a weighted sum of original inputs (itself when not summarised)."""
+        if self._arrays is not None:
+            x = self._summarised if self._summarised is not None else self._arrays
+            return x[idx.cpu()].float()
         pos, src, w = [], [], []
         for p, i in enumerate(idx.tolist()):
             for j, wj in self.mix.get(i, {i: 1.0}).items():
@@ -161,7 +167,7 @@ class KCD(Scheme):
         return out.index_add_(0, torch.tensor(pos, dtype=torch.long), weighted)
 
     def teacher_outputs(self, x: Tensor, idx: Tensor, default: Callable[[], Outputs | None]) -> Outputs | None:
-        summarised = self.mix and any(int(i) in self.mix for i in idx.tolist())
+        summarised = bool(self.mixed[idx.cpu()].any())
         out = self.distiller.teacher_outputs(x) if summarised else default()
         if out is None:  # no teacher source: the distiller runs its teacher
             out = self.distiller.teacher_outputs(x)
@@ -209,8 +215,22 @@ class KCD(Scheme):
                     combo[j] = combo.get(j, 0.0) + (1.0 - w) * v
                 new[r] = combo
             self.mix.update(new)
+            self.mixed[list(new)] = True
+            if self._arrays is not None:
+                if self._summarised is None:
+                    self._summarised = self._arrays.clone()
+                for r, combo in new.items():
+                    self._summarised[r] = sum(v * self._arrays[j] for j, v in combo.items())
         self.events.append(f"epoch {epoch + 1}: kept {len(kept)}/{self.n} samples (was {previous}), "
                            f"{len(lost)} summarised")
+
+
+def _array_inputs(dataset) -> Tensor | None:
+    """The input tensor of a transform-free in-memory dataset (its samples never change), else ``None``."""
+    from ..data.loading import ArrayDataset, IndexedDataset
+
+    base = dataset.dataset if isinstance(dataset, IndexedDataset) else dataset
+    return base.x if isinstance(base, ArrayDataset) and base.transform is None else None
 
 
 def _targets(dataset) -> Tensor:

@@ -99,6 +99,9 @@ def test_kcd_condensation_summarises_dropped_samples_into_the_weakest_kept(bundl
         want = w[k] * x[tail[k]] + (1 - w[k]) * x[lost[k]]
         assert torch.allclose(got[k], want.float(), atol=1e-6)
     assert torch.equal(kcd.inputs(order[:3]), x[order[:3]])  # the most valuable are untouched
+    arrays, kcd._arrays = kcd._arrays, None  # the path of augmented datasets: mix freshly loaded components
+    assert torch.allclose(kcd.inputs(tail), got, atol=1e-6)
+    kcd._arrays = arrays
     # the teacher runs online on a batch holding a summarised input, the cached source serves the others
     marker = Outputs(logits=torch.full((2, 10), 7.0))
     kcd.distiller = SimpleNamespace(teacher_outputs=lambda xb: marker)
