@@ -4,8 +4,9 @@ teacher over paired seeds, the paired difference with a 95 % t-interval, a verdi
 A teacher is called *undistillable* when KD underperforms CE-only by more than seed noise: the whole 95 %
 interval of the paired difference (KD − CE-only, same seed) lies below zero. The reasons come from the
 teacher's softened outputs on the validation split at the KD temperature, compared with the CE-only students
-(normally trained references): how far they are from a normal model (KL, beside the KL between two CE-only
-seeds as the noise scale), their entropy, the mass they leave on the true class and the top-1 agreement.
+(normally trained references; the same statistics between two CE-only seeds give the scale of noise): its
+"dark knowledge" (the distribution over the non-target classes: KL, and whether its most probable wrong class
+is theirs), how many classes it spreads mass over (a nasty teacher's outputs are multi-peaked) and accuracy.
 Accuracies are validation accuracies: a check that picks teachers must not read the test split.
 """
 
@@ -72,46 +73,69 @@ def verdict_of(diff: PairedDifference) -> str:
     return NO_CLEAR_EFFECT
 
 
+def _nontarget_log_probs(logits: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax over the non-target classes of ``logits / T`` (the true class masked out): the "dark
+    knowledge" of a prediction (DKD's non-target distribution). The true class's entry is −inf."""
+    z = logits.float() / temperature
+    return F.log_softmax(z.masked_fill(F.one_hot(y, z.shape[1]).bool(), float("-inf")), 1)
+
+
+def _kl(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Batch-mean KL(exp(a) ‖ exp(b)) of log-probabilities; classes where ``a`` is −inf contribute 0."""
+    terms = a.exp() * (a - b)
+    return float(torch.where(torch.isfinite(a), terms, torch.zeros_like(terms)).sum(1).mean())
+
+
 @torch.no_grad()
 def softened_diagnostics(teacher: nn.Module, references: list[nn.Module], loader, device,
                          temperature: float) -> dict[str, float]:
-    """Statistics of ``softmax(teacher/T)`` over ``loader``: ``teacher_acc``, ``entropy`` (normalised by
-    log K), ``true_class_mass``, ``kl_to_references`` (mean over references of the batch-mean
-    KL(p_t ‖ p_ref) at T), ``agreement`` (top-1 agreement with the references) and, with two or more
-    references, ``reference_kl`` (the same KL between pairs of references: the scale of seed noise)."""
+    """What a student would learn from ``softmax(teacher/T)`` over ``loader``, beside normally trained
+    ``references`` (the CE-only students):
+
+    - ``teacher_acc``; ``true_class_mass``: mean softened probability of the true class;
+    - ``peaks``: mean number of classes above 1/K (a nasty teacher's outputs are multi-peaked);
+    - ``agreement``: top-1 agreement with the references;
+    - ``nontarget_kl``: KL between the teacher's and each reference's softened distribution over the non-target
+      classes (renormalised), averaged; ``dark_agreement``: how often the teacher's most probable wrong class
+      is a reference's (chance: 1/(K−1));
+    - ``reference_peaks``, and with two or more references ``reference_nontarget_kl`` and
+      ``reference_dark_agreement``: the same between pairs of references (the scale of seed noise).
+    """
     models = [teacher, *references]
     modes = [m.training for m in models]
     for m in models:
         m.eval()
-    t = float(temperature)
-    logps: list[list[torch.Tensor]] = [[] for _ in models]
+    logits: list[list[torch.Tensor]] = [[] for _ in models]
     ys = []
     for x, y, _ in loader:
         x = x.to(device)
         ys.append(y.to(device))
         for k, m in enumerate(models):
-            logps[k].append(F.log_softmax(m(x).float() / t, 1))
+            logits[k].append(m(x).float())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     y = torch.cat(ys)
-    lp = [torch.cat(parts) for parts in logps]
-    k = lp[0].shape[1]
+    z = [torch.cat(parts) for parts in logits]
+    k = z[0].shape[1]
+    p = [F.softmax(v / temperature, 1) for v in z]
+    nt = [_nontarget_log_probs(v, y, temperature) for v in z]
+    dark = [v.argmax(1) for v in nt]
 
-    def kl(a: torch.Tensor, b: torch.Tensor) -> float:
-        return float((a.exp() * (a - b)).sum(1).mean())
+    def peaks(q: torch.Tensor) -> float:
+        return float((q > 1.0 / k).sum(1).float().mean())
 
-    out = {
-        "teacher_acc": float((lp[0].argmax(1) == y).float().mean()),
-        "entropy": float(-(lp[0].exp() * lp[0]).sum(1).mean() / math.log(k)),
-        "true_class_mass": float(lp[0].exp().gather(1, y.view(-1, 1)).mean()),
-    }
+    out = {"teacher_acc": float((z[0].argmax(1) == y).float().mean()),
+           "true_class_mass": float(p[0].gather(1, y.view(-1, 1)).mean()), "peaks": peaks(p[0])}
     if references:
-        out["kl_to_references"] = statistics.fmean(kl(lp[0], r) for r in lp[1:])
-        out["agreement"] = statistics.fmean(float((lp[0].argmax(1) == r.argmax(1)).float().mean()) for r in lp[1:])
-        out["reference_entropy"] = statistics.fmean(float(-(r.exp() * r).sum(1).mean() / math.log(k))
-                                                    for r in lp[1:])
+        out["agreement"] = statistics.fmean(float((z[0].argmax(1) == r.argmax(1)).float().mean()) for r in z[1:])
+        out["nontarget_kl"] = statistics.fmean(_kl(nt[0], r) for r in nt[1:])
+        out["dark_agreement"] = statistics.fmean(float((dark[0] == d).float().mean()) for d in dark[1:])
+        out["reference_peaks"] = statistics.fmean(peaks(q) for q in p[1:])
     if len(references) > 1:
-        out["reference_kl"] = statistics.fmean(kl(a, b) for i, a in enumerate(lp[1:]) for b in lp[i + 2:])
+        pairs = [(i, j) for i in range(1, len(z)) for j in range(i + 1, len(z))]
+        out["reference_nontarget_kl"] = statistics.fmean(_kl(nt[i], nt[j]) for i, j in pairs)
+        out["reference_dark_agreement"] = statistics.fmean(float((dark[i] == dark[j]).float().mean())
+                                                           for i, j in pairs)
     return out
 
 
@@ -126,6 +150,18 @@ class TeacherCheck:
     verdict: str
     diagnostics: dict[str, float] = field(default_factory=dict)
     recipes: dict[str, Any] = field(default_factory=dict)
+
+    def reasons(self) -> list[str]:
+        """What in the teacher's softened outputs differs from normally trained models (beyond seed noise)."""
+        g, out = self.diagnostics, []
+        if g.get("nontarget_kl", 0.0) > 2 * g.get("reference_nontarget_kl", math.inf):
+            out.append("its dark knowledge (the softened non-target classes) is far from a normally trained "
+                       "model's")
+        if g.get("dark_agreement", 1.0) < 0.5 * g.get("reference_dark_agreement", 0.0):
+            out.append("its most probable wrong class rarely matches a normally trained model's")
+        if g.get("peaks", 0.0) > 1.25 * g.get("reference_peaks", math.inf):
+            out.append("its softened outputs are multi-peaked")
+        return out
 
     def explanation(self) -> list[str]:
         """The verdict in plain words, then why."""
@@ -142,20 +178,20 @@ class TeacherCheck:
         else:
             lines = [f"no clear effect: KD − CE-only = {d.mean:+.2%} ({interval}) is within seed noise; the teacher "
                      "is not shown to be undistillable (more seeds narrow the interval)"]
-        why = [f"teacher val acc {g['teacher_acc']:.2%}"]
-        if "kl_to_references" in g:
-            ref = f" (between CE-only seeds: {g['reference_kl']:.3f})" if "reference_kl" in g else ""
-            why.append(f"KL of its softened outputs (T={self.temperature:g}) to the CE-only students' "
-                       f"{g['kl_to_references']:.3f}{ref}")
-            why.append(f"top-1 agreement with them {g['agreement']:.2%}")
-            why.append(f"normalised entropy {g['entropy']:.2f} (CE-only students: {g['reference_entropy']:.2f})")
-        why.append(f"softened mass on the true class {g['true_class_mass']:.2f}")
-        if self.verdict == UNDISTILLABLE and "kl_to_references" in g:
-            far = "reference_kl" not in g or g["kl_to_references"] > 2 * g["reference_kl"]
-            lines.append("why: " + ("its softened outputs are accurate at the top-1 but their dark knowledge is "
-                                    "far from what a normally trained model predicts, so matching them misleads "
-                                    "the student" if far else "its softened outputs mislead the student")
-                         + "; " + ", ".join(why))
+        why = [f"teacher val acc {g['teacher_acc']:.2%}", f"softened mass on the true class "
+               f"{g['true_class_mass']:.2f}", f"{g['peaks']:.2f} classes above 1/K"]
+        if "nontarget_kl" in g:
+            why[-1] += f" (CE-only students: {g['reference_peaks']:.2f})"
+            ref_kl = (f" (between CE-only seeds: {g['reference_nontarget_kl']:.3f})"
+                      if "reference_nontarget_kl" in g else "")
+            ref_agree = (f" (between CE-only seeds: {g['reference_dark_agreement']:.2%})"
+                         if "reference_dark_agreement" in g else "")
+            why += [f"non-target KL to the CE-only students {g['nontarget_kl']:.3f}{ref_kl}",
+                    f"most probable wrong class shared with them {g['dark_agreement']:.2%}{ref_agree}",
+                    f"top-1 agreement {g['agreement']:.2%}"]
+        if self.verdict == UNDISTILLABLE:
+            lines.append("why: " + "; ".join(self.reasons() or ["its softened outputs mislead the student"])
+                         + " — " + ", ".join(why))
         else:
             lines.append("teacher: " + ", ".join(why))
         return lines

@@ -106,20 +106,36 @@ class _Const(nn.Module):
 def test_softened_diagnostics_by_hand():
     loader = [(torch.zeros(2, 1), torch.tensor([0, 1]), torch.arange(2)),
               (torch.zeros(1, 1), torch.tensor([0]), torch.arange(1))]
-    t, r1, r2 = _Const([4.0, 0.0]), _Const([0.0, 4.0]), _Const([0.0, 0.0])
-    g = softened_diagnostics(t, [r1, r2], loader, torch.device("cpu"), temperature=2.0)
-    p = F.softmax(torch.tensor([2.0, 0.0]), 0)
-    ent = float(-(p * p.log()).sum() / math.log(2))
+    rows = {"t": [4.0, 0.0, 2.0], "r1": [0.0, 4.0, 0.0], "r2": [1.0, 0.0, 3.0]}
+    g = softened_diagnostics(_Const(rows["t"]), [_Const(rows["r1"]), _Const(rows["r2"])], loader,
+                             torch.device("cpu"), temperature=2.0)
+    ys = [0, 1, 0]
+
+    def soft(row, classes):  # softmax of row / T over the given classes only
+        e = [math.exp(row[c] / 2.0) for c in classes]
+        return {c: v / sum(e) for c, v in zip(classes, e, strict=True)}
+
+    def dark(row, y):  # the distribution over the non-target classes
+        return soft(row, [c for c in range(3) if c != y])
 
     def kl(a, b):
-        return float((a * (a.log() - b.log())).sum())
+        return sum(a[c] * math.log(a[c] / b[c]) for c in a)
 
-    u, pr1 = torch.tensor([0.5, 0.5]), F.softmax(torch.tensor([0.0, 2.0]), 0)
-    assert g["teacher_acc"] == pytest.approx(2 / 3) and g["entropy"] == pytest.approx(ent, rel=1e-6)
-    assert g["true_class_mass"] == pytest.approx(float(2 * p[0] + p[1]) / 3, rel=1e-6)
-    assert g["kl_to_references"] == pytest.approx((kl(p, pr1) + kl(p, u)) / 2, rel=1e-5)
-    assert g["reference_kl"] == pytest.approx(kl(pr1, u), rel=1e-5)
-    assert g["agreement"] == pytest.approx((0.0 + 1.0) / 2)  # r2's ties go to class 0, like the teacher
+    def mean(v):
+        return sum(v) / len(v)
+
+    p = {k: soft(r, [0, 1, 2]) for k, r in rows.items()}
+    assert g["teacher_acc"] == pytest.approx(2 / 3)
+    assert g["true_class_mass"] == pytest.approx(mean([p["t"][y] for y in ys]), rel=1e-6)
+    assert g["peaks"] == sum(v > 1 / 3 for v in p["t"].values()) == 1
+    assert g["agreement"] == 0.0  # r1 predicts class 1, r2 class 2, the teacher class 0
+    assert g["nontarget_kl"] == pytest.approx(
+        mean([mean([kl(dark(rows["t"], y), dark(rows[r], y)) for y in ys]) for r in ("r1", "r2")]), rel=1e-5)
+    assert g["reference_nontarget_kl"] == pytest.approx(mean([kl(dark(rows["r1"], y), dark(rows["r2"], y))
+                                                              for y in ys]), rel=1e-5)
+    # most probable wrong class: teacher 2, 0, 2; r1 1, 0, 1; r2 2, 2, 2
+    assert g["dark_agreement"] == pytest.approx(mean([1 / 3, 2 / 3]))
+    assert g["reference_dark_agreement"] == pytest.approx(0.0)
 
 
 # -- a nasty teacher on digits --------------------------------------------------------------------------------
@@ -143,12 +159,14 @@ def test_a_nasty_teacher_is_found_undistillable_and_a_normal_one_is_not(tmp_path
     assert nasty.verdict == "undistillable" and nasty.difference.high < 0
     assert nasty.difference == paired_difference(nasty.kd, nasty.ce_only)
     assert normal.verdict != "undistillable" and normal.difference.mean > nasty.difference.mean + 0.1
-    # why: the nasty teacher is still accurate, but its softened outputs are far from a normal model's
+    # why: the nasty teacher is still accurate, but its dark knowledge is far from a normal model's
     g, h = nasty.diagnostics, normal.diagnostics
     assert g["teacher_acc"] > 0.75
-    assert g["kl_to_references"] > 2 * g["reference_kl"] and g["kl_to_references"] > 2 * h["kl_to_references"]
+    assert g["nontarget_kl"] > 2 * g["reference_nontarget_kl"] and g["nontarget_kl"] > 2 * h["nontarget_kl"]
+    assert g["dark_agreement"] < h["dark_agreement"] and g["peaks"] > h["peaks"]
+    assert nasty.reasons() and not normal.reasons()
     text = " ".join(nasty.explanation())
-    assert text.startswith("undistillable: KD from this teacher underperforms CE-only") and "why:" in text
+    assert text.startswith("undistillable: KD from this teacher underperforms CE-only") and "why: its dark" in text
 
 
 def test_teacher_check_cli_writes_its_verdict(tmp_path):

@@ -56,9 +56,10 @@ class ORC(Scheme):
     (the student keeps the recipe's terms whatever its role). Peers also train on their own CE. The student
     adds the logged term ``orc``; the peers' losses are ``orc_peers`` (they train only the peers).
 
-    No official code is released; ranking by batch CE, the error set (union over the student group) and a
-    temperature-softened KL are our reading of the paper. The pre-trained teacher stays frozen (the paper
-    also refines its teacher group on the error samples; autokd's teacher is shared by every trial).
+    No official code is released; ranking by batch CE, the error set (union over the student group), the
+    temperature-softened KL and the weights are our reading of the paper, not its published values. The
+    pre-trained teacher stays frozen (autokd's teacher is shared by every trial): only the promoted members
+    are refined on the error samples.
     """
 
     name = "orc"
@@ -182,6 +183,8 @@ class HWM(Scheme):
     (``epoch % interval == 0``), the batch fusion at batches 0, k, 2k … of each epoch, both with the HWM of the
     latest step. The official students start from one initialisation and see different augmentations; here
     every member sees the same batch, so each starts from its own initialisation (the official ``--diff_init``).
+    The HWM is built after the student's forward on the batch, so its BN running statistics mix the student's
+    updated ones (the official code hybridises before any forward; batch statistics, hence outputs, agree).
     """
 
     name = "hwm"
