@@ -84,7 +84,8 @@ class KCD(Scheme):
     can come back); the ``L`` samples that drop out are summarised into the ``L`` least valuable retained
     ones (value-adaptive knowledge summary): retained input ← ``w_k`` × itself + ``(1 − w_k)`` × the k-th
     dropped input, ``w_k = mix_low + (1 − mix_low)(L − k)/L`` (pairs ranked by value), labels kept. The
-    teacher sees the summarised input (it runs online on batches holding one; cached outputs otherwise).
+    teacher sees the summarised inputs: for in-memory data its outputs on them are computed once per round
+    (the source serves the other samples); with a random train transform it runs online on batches holding one.
     The recipe's losses are unchanged; an epoch has ``ceil(kept / batch)`` steps (the learning-rate schedule
     follows epochs, so it still ends on the last step).
 
@@ -139,6 +140,8 @@ class KCD(Scheme):
         self.mixed = torch.zeros(self.n, dtype=torch.bool)
         self._arrays = _array_inputs(data.train)  # transform-free inputs: the summary is materialised
         self._summarised: Tensor | None = None
+        self._summary_out: Outputs | None = None  # the teacher's outputs on the summarised inputs
+        self._summary_row = torch.full((self.n,), -1, dtype=torch.long)
 
     def is_full(self) -> bool:
         return len(self.kept) == self.n and not self.mix
@@ -167,12 +170,36 @@ class KCD(Scheme):
         return out.index_add_(0, torch.tensor(pos, dtype=torch.long), weighted)
 
     def teacher_outputs(self, x: Tensor, idx: Tensor, default: Callable[[], Outputs | None]) -> Outputs | None:
-        summarised = bool(self.mixed[idx.cpu()].any())
-        out = self.distiller.teacher_outputs(x) if summarised else default()
-        if out is None:  # no teacher source: the distiller runs its teacher
+        mixed = self.mixed[idx.cpu()]
+        if mixed.any() and self._summary_out is None:  # augmented data: the teacher sees this batch's inputs
             out = self.distiller.teacher_outputs(x)
+        else:
+            out = default()
+            if out is None:  # no teacher source: the distiller runs its teacher
+                out = self.distiller.teacher_outputs(x)
+            if mixed.any():  # in-memory data: the summarised inputs' outputs, computed once per round
+                pos = mixed.nonzero().flatten().to(out.logits.device)
+                rows = self._summary_row[idx.cpu()[mixed]].to(out.logits.device)
+                src = self._summary_out
+                out = out.apply(lambda t: t.clone())
+                for dst, val in [(out.logits, src.logits), *zip(out.feats, src.feats, strict=True),
+                                 *zip(out.preacts, src.preacts, strict=True)]:
+                    dst[pos] = val[rows].to(dst.dtype)
+                if out.embedding is not None:
+                    out.embedding[pos] = src.embedding[rows].to(out.embedding.dtype)
         self._t_logits = out.logits
         return out
+
+    @torch.no_grad()
+    def _summarise_teacher(self) -> None:
+        """The teacher's outputs on every summarised input (deterministic in-memory data), row per sample."""
+        if self.distiller.teacher is None:
+            return
+        ids = self.mixed.nonzero().flatten()
+        parts = [self.distiller.teacher_outputs(self._summarised[ids[i:i + 512]].to(self.device))
+                 for i in range(0, len(ids), 512)]
+        self._summary_out = Outputs.cat(parts)
+        self._summary_row[ids] = torch.arange(len(ids))
 
     # -- E-step: record each sample's value ----------------------------------------------------------------
     @torch.no_grad()
@@ -221,6 +248,7 @@ class KCD(Scheme):
                     self._summarised = self._arrays.clone()
                 for r, combo in new.items():
                     self._summarised[r] = sum(v * self._arrays[j] for j, v in combo.items())
+                self._summarise_teacher()
         self.events.append(f"epoch {epoch + 1}: kept {len(kept)}/{self.n} samples (was {previous}), "
                            f"{len(lost)} summarised")
 

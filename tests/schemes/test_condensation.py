@@ -137,6 +137,17 @@ def test_kcd_trains_on_fewer_steps_and_matches_kd_before_the_first_condensation(
         assert res.history[0][k] == pytest.approx(kd.history[0][k], rel=1e-6)
     seen = res.scheme.seen  # recorded values: every sample in the first 2 epochs, the kept ones until the end
     assert int(seen.sum()) == sum(sizes) and int(seen.min()) >= 2 and int(seen.max()) == 6
+    # the teacher's outputs on summarised inputs: computed once per round, the source serves the others
+    kcd = res.scheme
+    idx = kcd.kept[-8:]  # the least valuable kept samples: summarised
+    assert bool(kcd.mixed[idx].all())
+    idx = torch.cat([idx, kcd.kept[:4]])
+    x = kcd.inputs(idx)
+    original = bundle.train.x[idx]
+    assert not torch.allclose(x[:8], original[:8])
+    with torch.no_grad():
+        out = kcd.teacher_outputs(x, idx, default=lambda: Outputs(logits=teacher(original)))
+        assert torch.allclose(out.logits, teacher(x), atol=1e-5)
     with pytest.raises(ConfigError, match="value: kd"):
         Trainer(bundle, device="cpu").fit(
             Recipe(student=StudentSpec(name="cnn", kwargs={"width": 2}), scheme=SchemeSpec(name="kcd",
