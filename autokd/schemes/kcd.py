@@ -92,8 +92,8 @@ class KCD(Scheme):
     Conventions of the official code (``super_train_student.py``, ``update_dataset_mul_entropy_V3``, defaults
     ``--purification 40 --threshold 0.7`` of 240 epochs = 6 rounds, ``--version v3``), which we follow:
     ``value: entropy`` is the entropy of the *student's* prediction (softmax at T = 1, recorded in the
-    training forward, train mode); the paper's text speaks of the value of the teacher's knowledge to the
-    student — ``value: kd`` scores it with the teacher's predictions, KL(p_t ‖ p_s) per sample at T = 1
+    training forward, train mode): a sample the student is still unsure of carries valuable knowledge.
+    ``value: kd`` scores a sample with the teacher's predictions instead, KL(p_t ‖ p_s) per sample at T = 1
     (the official ``strategys`` list names this ``KD`` alternative). Deviations: the summary mixes float
     inputs (the official code rounds the mixed images to uint8); with a random train transform each
     component of a summarised input is augmented on its own (the official code mixes before augmenting).
