@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .api import export_recipe, load_study_config, make_report, run_search, train_recipe
+from .api import export_recipe, load_study_config, make_report, run_search, train_recipe, trials_dataframe
 from .config import StudyConfig
 from .errors import AutoKDError, ConfigError, UnknownNameError
 from .recipe import Recipe
@@ -42,6 +42,7 @@ __all__ = [
     "make_report",
     "export_recipe",
     "train_recipe",
+    "trials_dataframe",
     "load_study_config",
 ]
 

@@ -9,7 +9,7 @@ from .config import StudyConfig
 from .errors import ConfigError
 from .recipe import Recipe
 
-__all__ = ["load_study_config", "run_search", "make_report", "export_recipe", "train_recipe"]
+__all__ = ["load_study_config", "run_search", "make_report", "export_recipe", "train_recipe", "trials_dataframe"]
 
 
 def load_study_config(study: str | Path | StudyConfig) -> StudyConfig:
@@ -38,11 +38,14 @@ def run_search(study, *, trials: int | None = None, timeout: float | None = None
 def make_report(study, path: str | Path | None = None) -> Path:
     """Write the self-contained Plotly report (``report.html`` in the study folder by default)."""
     from .report import build_report
+    from .report.data import train_command
     from .search.backends.storage import load_study
 
     cfg = load_study_config(study)
     st = load_study(cfg)
-    return build_report(st, Path(path) if path else cfg.study_dir / "report.html", title=f"autokd study {cfg.name}")
+    return build_report(st, Path(path) if path else cfg.study_dir / "report.html", title=f"autokd study {cfg.name}",
+                        final=cfg.study_dir / "final" / "results.json",
+                        command=train_command(cfg.source, cfg.study_dir / "best_recipe.yaml"))
 
 
 def export_recipe(study, path: str | Path | None = None) -> Path:
@@ -75,3 +78,22 @@ def train_recipe(recipe: str | Path | Recipe, *, study=None, seeds: int | None =
     ctx = StudyContext.open(cfg, log=log)
     return retrain(ctx, r, seeds=seeds or cfg.final.seeds, epochs=epochs or cfg.final.epochs,
                    out_dir=cfg.study_dir / "final", log=log, baselines=baselines)
+
+
+def trials_dataframe(study: Any) -> Any:
+    """One row per trial as a ``pandas.DataFrame`` (columns: :data:`autokd.report.data.COLUMNS` — number,
+    state, value, baseline, recipe description, loss family (the loss registry's level), losses, scheme,
+    student, temperature, CE weight, learning rate, gains over the matched in-study baselines in points,
+    validation std over seeds, parameters, epochs, prune/fail reason, duration — plus ``value_<name>`` for
+    further objectives). ``study``: an ``optuna.Study``, a study YAML, its output folder or a ``StudyConfig``."""
+    import pandas as pd
+
+    from .report.data import COLUMNS, trial_rows
+
+    if not hasattr(study, "get_trials"):
+        from .search.backends.storage import load_study
+
+        study = load_study(load_study_config(study))
+    rows = trial_rows(study)
+    columns = list(COLUMNS) + [k for k in (rows[0] if rows else {}) if k not in COLUMNS]
+    return pd.DataFrame(rows, columns=columns).set_index("number", drop=False)

@@ -178,7 +178,7 @@ class SearchSpec(_Strict):
 
 class FinalSpec(_Strict):
     epochs: int | None = Field(None, ge=1, description="epochs for the final retrain (default: the recipe's)")
-    seeds: int = Field(3, ge=1)
+    seeds: int = Field(5, ge=1, description="seeds of the final retrain (paired with the baselines' seeds)")
 
 
 class StudyConfig(_Strict):

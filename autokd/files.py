@@ -13,7 +13,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
@@ -22,8 +22,11 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-__all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "atomic_write", "atomic_write_text",
-           "temp_path", "atomic_dir"]
+__all__ = ["load_yaml", "parse_yaml", "yaml_where", "format_validation_error", "invalid", "atomic_write",
+           "atomic_write_text", "temp_path", "atomic_dir", "remove_stale_temps"]
+
+#: The pydantic error type that :func:`invalid` raises and :func:`format_validation_error` locates.
+INVALID = "autokd_invalid"
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -86,10 +89,23 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
+def invalid(message: str, *at: str | int) -> NoReturn:
+    """Refuse a value from inside a pydantic validator, ``at`` naming the place *below* the validated
+    field (``invalid("loss 'kd' has no hyper-parameter 'temp'", "params", "temp")`` from a term's
+    validator reads ``terms.0.params.temp: ...``); :func:`format_validation_error` appends ``at`` to
+    pydantic's location."""
+    from pydantic_core import PydanticCustomError
+
+    raise PydanticCustomError(INVALID, "{message}", {"message": message, "at": tuple(at)})
+
+
 def format_validation_error(e: ValidationError) -> str:
     """One line naming the first failing field and why."""
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    parts = tuple(err["loc"])
+    if err["type"] == INVALID:
+        parts += tuple(err["ctx"]["at"])
+    loc = ".".join(str(p) for p in parts) or "(root)"
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -105,12 +121,40 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporaries of ``path`` left by processes that died mid-write (``kill -9``)."""
+    prefix = f".{path.name}."
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        parts = e.name[len(prefix):].split(".") if e.name.startswith(prefix) else []
+        if len(parts) == 3 and parts[2] == "tmp" and parts[0].isdigit() and not _alive(int(parts[0])):
+            if e.is_dir():
+                shutil.rmtree(e, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    e.unlink()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """``with atomic_write(p) as tmp: write tmp`` — ``tmp`` replaces ``p`` (fsynced) only if the block ends
     without an exception; otherwise ``p`` is untouched and ``tmp`` removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = temp_path(path)
     try:
         yield tmp
@@ -138,7 +182,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     old = path.with_name(f".{path.name}.previous")
     if old.exists() and not path.exists():  # a crash between the two renames of an earlier swap
         os.replace(old, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temps(path)
+    tmp = temp_path(path)
     tmp.mkdir()
     try:
         yield tmp

@@ -1,5 +1,12 @@
 """The multi-seed retrain: a finished recipe trained for several seeds beside its like-for-like baselines
-(CE-only and plain KD with the same student, optimiser and schedule), evaluated on the test split."""
+(CE-only and plain KD with the same student, optimiser and schedule), evaluated on the test split.
+
+``final/results.json`` holds, per run (``recipe``, ``kd``, ``ce_only``): test and validation accuracy per
+seed, their summary, the teacher-student fidelity on the test split (Stanton et al., "Does Knowledge
+Distillation Really Work?", NeurIPS 2021: top-1 agreement and predictive KL(p_t || p_s) at T = 1), and a
+``comparison`` section with the PAIRED difference recipe - baseline (seed i of both runs paired, Student t with
+n - 1 degrees of freedom). The report and ``autokd train`` print these same numbers.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +18,62 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import stats
+from .files import atomic_dir, atomic_write_text
 from .recipe import Recipe, TermSpec
 
 if TYPE_CHECKING:
     from .context import StudyContext
 
-__all__ = ["retrain", "FinalResult", "baselines_for"]
+__all__ = ["retrain", "FinalResult", "baselines_for", "RESULTS_VERSION", "BASELINE_NAMES"]
+
+RESULTS_VERSION = 2
+#: run label -> how the report and the CLI name it
+BASELINE_NAMES = {"kd": "KD", "ce_only": "CE-only"}
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
 
 
 @dataclass
 class FinalResult:
     rows: dict[str, list[float]] = field(default_factory=dict)  # label -> test accuracies per seed
     val: dict[str, list[float]] = field(default_factory=dict)
+    agreement: dict[str, list[float]] = field(default_factory=dict)  # label -> top-1 agreement per seed
+    kl: dict[str, list[float]] = field(default_factory=dict)  # label -> predictive KL(p_t || p_s) per seed
     recipes: dict[str, dict] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  # images per split
+    description: str = ""
     path: Path | None = None
 
     def summary(self) -> dict[str, dict[str, float]]:
+        return {k: _summary(v) for k, v in self.rows.items()}
+
+    def comparison(self, confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+        """``{"recipe_vs_kd": ..., "recipe_vs_ce_only": ...}``: :func:`autokd.stats.paired_difference` of the
+        test accuracies (in accuracy units, not points)."""
         out = {}
-        for k, v in self.rows.items():
-            out[k] = {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+        if "recipe" not in self.rows:
+            return out
+        for label, name in BASELINE_NAMES.items():
+            if label in self.rows and len(self.rows[label]) == len(self.rows["recipe"]):
+                out[f"recipe_vs_{label}"] = stats.paired_difference(self.rows["recipe"], self.rows[label],
+                                                                    confidence=confidence, baseline=name)
         return out
+
+    def fidelity(self) -> dict[str, dict[str, Any]]:
+        return {label: {"agreement": self.agreement[label], "kl": self.kl.get(label, []),
+                        "agreement_summary": _summary(self.agreement[label]),
+                        "kl_summary": _summary(self.kl[label]) if self.kl.get(label) else None}
+                for label in self.agreement if self.agreement[label]}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": RESULTS_VERSION, "description": self.description, "seeds": self.seeds,
+                "sizes": self.sizes, "test_acc": self.rows, "val_acc": self.val, "summary": self.summary(),
+                "comparison": self.comparison(), "fidelity": self.fidelity(), "recipes": self.recipes}
 
 
 def baselines_for(recipe: Recipe, *, temperature: float = 4.0, kd_weight: float = 0.9,
@@ -47,10 +89,31 @@ def baselines_for(recipe: Recipe, *, temperature: float = 4.0, kd_weight: float 
     return {"ce_only": ce, "kd": kd}
 
 
-def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 3, epochs: int | None = None, out_dir: Path | None = None,
+@torch.no_grad()
+def _test_logits(model: torch.nn.Module, loader, device: torch.device) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x.to(device)).float().cpu() for x, _, _ in loader])
+    model.train(was_training)
+    return out
+
+
+def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 5, epochs: int | None = None, out_dir: Path | None = None,
             log=print, baselines: bool = True) -> FinalResult:
     """Train ``recipe`` (and the CE-only / KD baselines, same student and optimiser) for each seed; the test
-    split is evaluated only here, on finished students."""
+    split is evaluated only here, on finished students (accuracy, and fidelity to the teacher when there is
+    one). ``out_dir`` (checkpoints + ``results.json``) is built in a temporary folder and swapped in whole at
+    the end: an interrupted retrain leaves the previous ``out_dir`` untouched."""
+    if out_dir is None:
+        return _retrain(ctx, recipe, seeds=seeds, epochs=epochs, out_dir=None, log=log, baselines=baselines)
+    with atomic_dir(out_dir) as tmp:
+        res = _retrain(ctx, recipe, seeds=seeds, epochs=epochs, out_dir=tmp, log=log, baselines=baselines)
+    res.path = Path(out_dir) / "results.json"
+    return res
+
+
+def _retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int, epochs: int | None, out_dir: Path | None,
+             log, baselines: bool) -> FinalResult:
     if epochs:
         recipe = recipe.model_copy(deep=True)
         recipe.optim.epochs = epochs
@@ -59,16 +122,28 @@ def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 3, epochs: int | 
         cfg = ctx.cfg.search
         runs.update(baselines_for(recipe, temperature=cfg.baseline_temperature, kd_weight=cfg.baseline_kd_weight,
                                   ce_weight=cfg.baseline_ce_weight))
-    res = FinalResult(seeds=list(range(seeds)))
-    for label, r in runs.items():
+    res = FinalResult(seeds=list(range(seeds)), description=recipe.describe(), sizes=dict(ctx.data.sizes))
+    test_loader = ctx.data.loader("test", 512, shuffle=False)
+    labels = torch.cat([y for _, y, _ in test_loader])
+    teacher_logits = _test_logits(ctx.teacher, test_loader, ctx.device) if ctx.teacher is not None else None
+    total = len(runs) * seeds
+    for i, (label, r) in enumerate(runs.items()):
         res.recipes[label] = r.to_dict()
-        for seed in res.seeds:
-            rs = r.with_seed(seed)
-            fit = ctx.trainer.fit(rs, measure=False)
-            test = ctx.trainer.test(fit.student)
+        for k, seed in enumerate(res.seeds):
+            fit = ctx.trainer.fit(r.with_seed(seed), measure=False)
+            logits = _test_logits(fit.student, test_loader, ctx.device)
+            test = float((logits.argmax(1) == labels).float().mean())
             res.rows.setdefault(label, []).append(test)
             res.val.setdefault(label, []).append(fit.metrics["val_acc"])
-            log(f"final: {label:8s} seed {seed}: val {fit.metrics['val_acc']:.4f} test {test:.4f}")
+            fid = ""
+            if teacher_logits is not None:
+                agree = stats.top1_agreement(logits.numpy(), teacher_logits.numpy())
+                kl = stats.predictive_kl(teacher_logits.numpy(), logits.numpy())
+                res.agreement.setdefault(label, []).append(agree)
+                res.kl.setdefault(label, []).append(kl)
+                fid = f" agreement {agree:.4f} KL {kl:.4f}"
+            log(f"final [{i * seeds + k + 1}/{total}] {label:8s} seed {k + 1}/{seeds}: "
+                f"val {fit.metrics['val_acc']:.4f} test {test:.4f}{fid}")
             if out_dir is not None and label == "recipe":
                 out_dir.mkdir(parents=True, exist_ok=True)
                 # the exported model (SimKD: student + projector + teacher classifier) ...
@@ -77,9 +152,6 @@ def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 3, epochs: int | 
                 if len(fit.distiller.terms):
                     torch.save(fit.distiller.terms.state_dict(), out_dir / f"terms_seed{seed}.pt")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         res.path = out_dir / "results.json"
-        payload: dict[str, Any] = {"seeds": res.seeds, "test_acc": res.rows, "val_acc": res.val,
-                                   "summary": res.summary(), "recipes": res.recipes}
-        res.path.write_text(json.dumps(payload, indent=1))
+        atomic_write_text(res.path, json.dumps(res.to_json(), indent=1))
     return res

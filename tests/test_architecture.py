@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "autokd"
 # Lower number = lower layer. A module may import its own layer or lower ones, never a higher one.
 LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("autokd._version", "autokd.errors", "autokd.registry", "autokd.hparams", "autokd.files",
-         "autokd.fingerprint", "autokd.locks", "autokd.recipe")),
+         "autokd.fingerprint", "autokd.locks", "autokd.recipe", "autokd.stats")),
     (1, ("autokd.outputs", "autokd.pairs")),
     (2, ("autokd.models", "autokd.data")),
     (3, ("autokd.losses",)),

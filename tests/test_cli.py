@@ -65,7 +65,7 @@ def test_report_before_search_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "has not been run yet" in " ".join(res.output.split())
 
 
-@pytest.mark.parametrize("family, expect", [("losses", "Hinton"), ("models", "resnet32x4"), ("samplers", "tpe"),
+@pytest.mark.parametrize("family, expect", [("losses", "logit"), ("models", "resnet32x4"), ("samplers", "tpe"),
                                             ("pruners", "hyperband"), ("schemes", "standard"),
                                             ("datasets", "digits")])
 def test_list(family, expect):
@@ -81,3 +81,23 @@ def test_list_unknown_family_exits_2():
 def test_space_show():
     res = runner.invoke(app, ["space", "show", str(ROOT / "search_spaces" / "digits.yaml")], terminal_width=200)
     assert res.exit_code == 0 and "terms.0.kd.temperature" in res.output
+
+
+def test_list_losses_compact_with_level_and_verbose_citations():
+    res = runner.invoke(app, ["list", "losses", "--level", "feature"], terminal_width=200)
+    assert res.exit_code == 0 and "fitnet" in res.output and "Hinton" not in res.output
+    assert " dkd " not in res.output  # a logit loss is filtered out
+    res = runner.invoke(app, ["list", "losses", "--verbose"], terminal_width=400)
+    assert res.exit_code == 0 and "Hinton" in res.output
+    res = runner.invoke(app, ["list", "losses", "--json", "--level", "relation"])
+    import json
+
+    rows = json.loads(res.output)
+    assert rows and {r["level"] for r in rows} == {"relation"} and all("paper" in r for r in rows)
+
+
+def test_version():
+    from autokd import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"autokd {__version__}"

@@ -64,5 +64,20 @@ final: {{seeds: 2, epochs: 1}}
 
     res = runner.invoke(app, ["train", str(tmp_path / "best.yaml"), "--seeds", "2"], terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert "ce_only" in res.output and "kd" in res.output and "recipe" in res.output
-    assert (out_dir / "final" / "results.json").is_file()
+    assert "CE-only" in res.output and "plain KD" in res.output and "best recipe" in res.output
+    assert "recipe − KD" in res.output and "paired difference" in res.output
+    import json
+
+    from autokd.stats import paired_difference
+
+    final = json.loads((out_dir / "final" / "results.json").read_text())
+    acc = final["test_acc"]
+    assert len(acc["recipe"]) == len(acc["kd"]) == 2
+    # the comparison the report and the CLI show is the paired interval of the per-seed accuracies
+    assert final["comparison"]["recipe_vs_kd"] == paired_difference(acc["recipe"], acc["kd"], baseline="KD")
+    assert set(final["fidelity"]) == {"recipe", "kd", "ce_only"}
+    assert all(0 <= a <= 1 for a in final["fidelity"]["kd"]["agreement"]) and final["fidelity"]["kd"]["kl"][0] >= 0
+    assert final["sizes"]["test"] > 0
+    res = runner.invoke(app, ["report", str(study)])
+    html = (out_dir / "report.html").read_text()
+    assert "No like-for-like retrain yet" not in html and 'id="evidence-table"' in html

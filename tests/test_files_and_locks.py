@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -86,3 +87,21 @@ def test_file_lock_excludes_another_process_and_is_released_when_it_dies(tmp_pat
 def test_file_lock_creates_its_folder(tmp_path):
     with file_lock(Path(tmp_path) / "deep" / "x.lock"):
         assert (tmp_path / "deep" / "x.lock").exists()
+
+
+def test_temporaries_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale_file = tmp_path / f".out.txt.{dead}.abcd1234.tmp"
+    stale_file.write_text("torn")
+    stale_dir = tmp_path / f".final.{dead}.abcd1234.tmp"
+    stale_dir.mkdir()
+    mine = tmp_path / f".out.txt.{os.getpid()}.abcd1234.tmp"  # a live writer's temporary is left alone
+    mine.write_text("in progress")
+    atomic_write_text(tmp_path / "out.txt", "ok")
+    with atomic_dir(tmp_path / "final"):
+        pass
+    assert not stale_file.exists() and not stale_dir.exists() and mine.exists()

@@ -35,7 +35,7 @@ NOTES = {
 
 SEARCHED = "#1f77b4"
 BEST = "#ff7f0e"
-BASE_STYLE = {"ce": ("#7f7f7f", "diamond", "CE baseline"), "kd": ("#2ca02c", "square", "KD baseline")}
+BASE_STYLE = {"ce_only": ("#7f7f7f", "diamond", "CE baseline"), "kd": ("#2ca02c", "square", "KD baseline")}
 STATE_STYLE = {  # colour, dash, width
     "COMPLETE": (SEARCHED, "solid", 1.5),
     "PRUNED": ("#9e9e9e", "dash", 1.0),
@@ -61,7 +61,22 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, **kw: Any) -> go.Figure:
 
 def _label(row: Mapping[str, Any]) -> str:
     tag = row.get("baseline")
-    return f"trial {row['number']}" + (f" ({tag.upper()} baseline)" if tag else "")
+    text = f"trial {row['number']}" + (f" ({BASE_STYLE[tag][2] if tag in BASE_STYLE else tag})" if tag else "")
+    if row.get("description"):
+        text += "<br>" + _wrap(str(row["description"]))
+    return text
+
+
+def _wrap(text: str, width: int = 70) -> str:
+    """Hover text broken at spaces every ~``width`` characters (plotly hover boxes do not wrap)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join([*lines, line])
 
 
 def _fmt(v: Any) -> str:
@@ -70,50 +85,38 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def fig_history(rows: Sequence[Mapping[str, Any]], *, objective: str = "val_acc") -> go.Figure | None:
-    """Objective per completed trial (baselines highlighted) and the best-so-far step line."""
+def fig_history(rows: Sequence[Mapping[str, Any]], *, objective: str = "val_acc",
+                pruned: Sequence[Mapping[str, Any]] = (), student: str | None = None) -> go.Figure | None:
+    """Objective per completed trial, the best-so-far step line and the baselines trained with ``student``
+    (the best trial's; all baselines when None) as lines; ``pruned`` trials (``number``, ``value``: their last
+    reported value) faint. The recipe text is on hover."""
     if not rows:
         return None
     fig = go.Figure()
+    if pruned:
+        fig.add_trace(go.Scatter(
+            x=[r["number"] for r in pruned], y=[r["value"] for r in pruned], mode="markers",
+            name="pruned (last reported value)", marker={"color": "#9e9e9e", "size": 6, "opacity": 0.35},
+            text=[_label(r) for r in pruned], hovertemplate="%{text}<br>" + objective + "=%{y:.4g}<extra></extra>"))
     searched = [r for r in rows if not r.get("baseline")]
     if searched:
-        fig.add_trace(
-            go.Scatter(
-                x=[r["number"] for r in searched],
-                y=[r["value"] for r in searched],
-                mode="markers",
-                name="trial",
-                marker={"color": SEARCHED, "size": 7, "opacity": 0.75},
-                text=[_label(r) for r in searched],
-                hovertemplate="%{text}<br>" + objective + "=%{y:.4g}<extra></extra>",
-            )
-        )
+        fig.add_trace(go.Scatter(
+            x=[r["number"] for r in searched], y=[r["value"] for r in searched], mode="markers", name="trial",
+            marker={"color": SEARCHED, "size": 7, "opacity": 0.8}, text=[_label(r) for r in searched],
+            hovertemplate="%{text}<br>" + objective + "=%{y:.4g}<extra></extra>"))
     for tag, (color, symbol, name) in BASE_STYLE.items():
-        base = [r for r in rows if r.get("baseline") == tag]
+        base = [r for r in rows if r.get("baseline") == tag and (student is None or r.get("student") == student)]
         if not base:
             continue
-        fig.add_trace(
-            go.Scatter(
-                x=[r["number"] for r in base],
-                y=[r["value"] for r in base],
-                mode="markers",
-                name=name,
-                marker={"color": color, "size": 11, "symbol": symbol, "line": {"width": 1, "color": "#333"}},
-                text=[_label(r) for r in base],
-                hovertemplate="%{text}<br>" + objective + "=%{y:.4g}<extra></extra>",
-            )
-        )
+        label = name + (f" ({student})" if student else "")
+        fig.add_trace(go.Scatter(
+            x=[r["number"] for r in base], y=[r["value"] for r in base], mode="markers", name=label,
+            marker={"color": color, "size": 11, "symbol": symbol, "line": {"width": 1, "color": "#333"}},
+            text=[_label(r) for r in base], hovertemplate="%{text}<br>" + objective + "=%{y:.4g}<extra></extra>"))
         fig.add_hline(y=base[0]["value"], line={"color": color, "dash": "dot", "width": 1})
-    fig.add_trace(
-        go.Scatter(
-            x=[r["number"] for r in rows],
-            y=[r["best"] for r in rows],
-            mode="lines",
-            name="best so far",
-            line={"color": BEST, "width": 2, "shape": "hv"},
-            hovertemplate="best so far=%{y:.4g}<extra></extra>",
-        )
-    )
+    fig.add_trace(go.Scatter(
+        x=[r["number"] for r in rows], y=[r["best"] for r in rows], mode="lines", name="best so far",
+        line={"color": BEST, "width": 2, "shape": "hv"}, hovertemplate="best so far=%{y:.4g}<extra></extra>"))
     return _layout(fig, "Optimisation history", "trial", objective)
 
 
@@ -131,6 +134,7 @@ def fig_parallel(par: Mapping[str, Any]) -> go.Figure | None:
     if not rows or not names:
         return None
     categorical: Mapping[str, list[str]] = par.get("categorical") or {}
+    axis: Mapping[str, str] = par.get("labels") or {}
     log = set(par.get("log") or [])
     dims = []
     for name in names:
@@ -147,7 +151,7 @@ def fig_parallel(par: Mapping[str, Any]) -> go.Figure | None:
             vals = [index["n/a" if v is None else v] for v in raw]
             dims.append(
                 {
-                    "label": name,
+                    "label": axis.get(name, name),
                     "values": vals,
                     "tickvals": list(range(len(labels))),
                     "ticktext": labels,
@@ -159,7 +163,8 @@ def fig_parallel(par: Mapping[str, Any]) -> go.Figure | None:
         num = [None if v is None else (math.log10(v) if is_log else float(v)) for v in raw]
         present = [v for v in num if v is not None]
         lo, hi = min(present), max(present)
-        dim: dict[str, Any] = {"label": f"{name} (log)" if is_log else name}
+        short = axis.get(name, name)
+        dim: dict[str, Any] = {"label": f"{short} (log)" if is_log else short}
         if is_log or missing:
             ticks = _ticks(lo, hi)
             text = [_fmt(10**t if is_log else t) for t in ticks]
@@ -188,7 +193,8 @@ def fig_parallel(par: Mapping[str, Any]) -> go.Figure | None:
         )
     )
     fig.update_layout(
-        title={"text": "Parallel coordinates", "x": 0.01},
+        title={"text": "Parallel coordinates" + (f" (the {len(names)} most important parameters)"
+                                                 if par.get("top_k") else ""), "x": 0.01},
         template="plotly_white",
         height=480,
         margin={"l": 80, "r": 80, "t": 80, "b": 40},
@@ -197,7 +203,8 @@ def fig_parallel(par: Mapping[str, Any]) -> go.Figure | None:
 
 
 def fig_importances(imp: Mapping[str, float]) -> go.Figure | None:
-    """Horizontal bars, most important parameter on top."""
+    """Horizontal bars, most important parameter on top; the title names the method and the number of trials
+    (``imp.method``, ``imp.n`` when given)."""
     if not imp:
         return None
     items = sorted(imp.items(), key=lambda kv: kv[1])
@@ -212,9 +219,10 @@ def fig_importances(imp: Mapping[str, float]) -> go.Figure | None:
             hovertemplate="%{y}: %{x:.3f}<extra></extra>",
         )
     )
-    return _layout(
-        fig, "Parameter importances", "importance (normalised)", "", height=max(260, 60 + 32 * len(items))
-    )
+    title = "Parameter importances"
+    if getattr(imp, "method", None):
+        title += f" — {imp.method}, n = {imp.n} completed searched trials"
+    return _layout(fig, title, "importance (normalised)", "", height=max(260, 60 + 32 * len(items)))
 
 
 def fig_intermediate(rows: Sequence[Mapping[str, Any]], *, objective: str = "val_acc") -> go.Figure | None:
@@ -251,7 +259,8 @@ def fig_intermediate(rows: Sequence[Mapping[str, Any]], *, objective: str = "val
             )
         )
         shown.add(group)
-    return _layout(fig, "Intermediate values", "epoch", objective)
+    return _layout(fig, "Intermediate values (each trial's FIRST seed: the curve the pruner watches)", "epoch",
+                   objective)
 
 
 def fig_proxy(rows: Sequence[Mapping[str, Any]]) -> go.Figure | None:
@@ -274,10 +283,11 @@ def fig_proxy(rows: Sequence[Mapping[str, Any]]) -> go.Figure | None:
             )
         )
     rho = rank_correlation([r["proxy_score"] for r in rows], [r["val_acc"] for r in rows])
-    title = "Proxy score vs accuracy" + (
+    proxies = sorted({r["proxy"] for r in rows if r.get("proxy")})
+    title = f"Proxy score ({', '.join(proxies) or 'zero-cost proxy'}) vs final accuracy" + (
         f" (Spearman ρ = {rho:.3f}, n = {len(rows)})" if rho is not None else ""
     )
-    return _layout(fig, title, "proxy score", "val_acc")
+    return _layout(fig, title, f"{', '.join(proxies) or 'proxy'} score", "val_acc (completed trials)")
 
 
 def fig_pareto(
@@ -330,7 +340,7 @@ def fig_pareto(
             )
     xs = [r["values"][1] for r in rows]
     use_log = all(x > 0 for x in xs) and max(xs) / min(xs) > 20
-    fig = _layout(fig, "Pareto front", x_name, y_name)
+    fig = _layout(fig, f"Pareto front: {y_name} vs {x_name}", x_name, y_name)
     if use_log:
         fig.update_xaxes(type="log")
     return fig

@@ -1,4 +1,6 @@
-"""Parameter specifications of a search space: fixed values, categorical choices and numeric ranges."""
+"""Parameter specifications of a search space: fixed values, categorical choices and numeric ranges.
+
+Space files are read into these by ``autokd.search.space.values``."""
 
 from __future__ import annotations
 
@@ -6,11 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-
-__all__ = ["Param", "Fixed", "Choice", "Range", "parse_param"]
-
-_RANGE_KEYS = {"low", "high", "log", "int", "step"}
+__all__ = ["Param", "Fixed", "Choice", "Range"]
 
 
 class Param:
@@ -81,42 +79,3 @@ class Range(Param):
         kind = "int" if self.integer else "float"
         return f"{kind}[{self.low:g}, {self.high:g}{', log' if self.log else ''}]"
 
-
-def parse_param(spec: Any, where: str) -> Param:
-    """``3`` -> Fixed; ``[a, b]`` or ``{choices: [...]}`` -> Choice; ``{low, high, log?, int?, step?}`` -> Range."""
-    if isinstance(spec, list):
-        if not spec:
-            raise ConfigError(f"{where}: empty choice list; give at least one value")
-        for v in spec:
-            if not (v is None or isinstance(v, (bool, int, float, str))):
-                raise ConfigError(f"{where}: choices must be numbers, strings or booleans, got {v!r}")
-        return Choice(tuple(spec)) if len(spec) > 1 else Fixed(spec[0])
-    if isinstance(spec, dict):
-        if "choices" in spec:
-            if set(spec) != {"choices"}:
-                raise ConfigError(f"{where}: a choice takes only 'choices', got {sorted(spec)}")
-            return parse_param(list(spec["choices"]) if isinstance(spec["choices"], list) else [], where)
-        unknown = set(spec) - _RANGE_KEYS
-        if unknown or not {"low", "high"} <= set(spec):
-            raise ConfigError(
-                f"{where}: a range needs low and high (optional: log, int, step); got keys {sorted(spec)}"
-            )
-        low, high = spec["low"], spec["high"]
-        for k, v in (("low", low), ("high", high)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{k}: must be a number, got {v!r}")
-        if low > high:
-            raise ConfigError(f"{where}: inverted range, low {low} > high {high}")
-        log = bool(spec.get("log", False))
-        if log and low <= 0:
-            raise ConfigError(f"{where}: a log range needs low > 0, got low {low}")
-        integer = bool(spec.get("int", False))
-        step = spec.get("step")
-        if step is not None and log:
-            raise ConfigError(f"{where}: step cannot be combined with log")
-        if low == high:
-            return Fixed(int(low) if integer else low)
-        return Range(float(low), float(high), log=log, integer=integer, step=step)
-    if spec is None or isinstance(spec, (bool, int, float, str)):
-        return Fixed(spec)
-    raise ConfigError(f"{where}: cannot read {spec!r} as a value, a choice list or a range")

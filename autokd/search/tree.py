@@ -2,18 +2,45 @@
 
 Tree-search and evolutionary samplers walk and mutate it; ``autokd space show`` prints it. A :class:`Decision`
 is one Optuna parameter (``name`` is its stable parameter name). Categorical decisions carry, per choice,
-the decisions that exist only when that choice is made; numeric decisions are leaves.
+the decisions that exist only when that choice is made; numeric decisions are leaves. A decision with a
+:class:`Fixed` parameter asks nothing: it stands for a value the recipe gets anyway (``Fixed(Shared(name))``:
+the value chosen for the earlier decision ``name``, e.g. one temperature shared by every term).
+
+Each decision also says where its value goes in a recipe (:class:`Into`; samplers ignore it), so
+:func:`reach` plus that address is all it takes to turn a trial into a recipe (``autokd.search.space``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .params import Choice, Fixed, Param, Range
 
-__all__ = ["Decision", "count_configurations", "render_tree", "walk"]
+__all__ = ["Decision", "Into", "Shared", "count_configurations", "reach", "render_tree", "walk"]
+
+
+@dataclass(frozen=True)
+class Into:
+    """Where a decision's value goes in the recipe built from a trial.
+
+    ``path`` is a chain of keys into the recipe's fields (``("terms", 0, "params", "temperature")``);
+    ``rename`` maps the chosen value to what is written there (a student label to its model name);
+    ``gather`` collects every value written at ``path`` into a sorted set (searched layer depths).
+    """
+
+    path: tuple[str | int, ...]
+    rename: Mapping[Any, Any] | None = None
+    gather: bool = False
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The value of a ``Fixed`` decision that repeats the value chosen for the earlier decision ``name``."""
+
+    name: str
 
 
 @dataclass
@@ -21,6 +48,7 @@ class Decision:
     name: str
     param: Param
     children: dict[Any, list[Decision]] = field(default_factory=dict)  # choice -> conditional decisions
+    into: Into | None = None  # where the value goes in a recipe; None: it only selects children
 
     @property
     def kind(self) -> str:
@@ -49,6 +77,33 @@ class Decision:
 
 def count_configurations(decisions: list[Decision]) -> int:
     return math.prod(d.count() for d in decisions) if decisions else 1
+
+
+def reach(decisions: list[Decision], answer: Callable[[Decision], Any]) -> list[tuple[Decision, Any]]:
+    """The decisions one trial passes through, in suggestion order, each with its value.
+
+    ``answer(decision)`` gives the value of every searched decision (ask a trial, or read stored
+    parameters); a fixed one has its own value (a :class:`Shared` one the value already chosen for the
+    decision it names). A decision's children are visited only under its value.
+    """
+    out: list[tuple[Decision, Any]] = []
+    chosen: dict[str, Any] = {}
+
+    def visit(ds: list[Decision]) -> None:
+        for d in ds:
+            if isinstance(d.param, Fixed):
+                value = d.param.value
+                if isinstance(value, Shared):
+                    value = chosen[value.name]
+            else:
+                value = answer(d)
+            chosen[d.name] = value
+            out.append((d, value))
+            if d.children:
+                visit(d.children.get(value, []))
+
+    visit(decisions)
+    return out
 
 
 def walk(decisions: list[Decision]):

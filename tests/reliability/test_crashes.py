@@ -154,3 +154,36 @@ def test_a_changed_study_is_not_resumed_silently(tmp_path):
     history = study.user_attrs["fingerprint_history"]
     assert history and history[0]["changed"] == ["teacher"]
     assert len({t.user_attrs.get("fingerprint") for t in study.trials}) == 2
+
+
+def test_kill_9_during_the_retrain_leaves_the_previous_final_folder_whole(tmp_path):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+    from worker_processes import worker_env
+
+    from autokd.cli import app
+
+    path = _study(tmp_path, trials=1)
+    runner = CliRunner()
+    assert runner.invoke(app, ["search", str(path)]).exit_code == 0
+    recipe = tmp_path / "crash" / "best_recipe.yaml"
+    res = runner.invoke(app, ["train", str(recipe), "--study", str(path), "--seeds", "2", "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    final = tmp_path / "crash" / "final"
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+    assert "results.json" in before
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen([sys.executable, "-m", "autokd", "train", str(recipe), "--study", str(path),
+                              "--seeds", "3", "--epochs", "200"], stdout=out, stderr=subprocess.STDOUT,
+                             env=worker_env(), cwd=ROOT)
+        _wait_for(lambda: "final [2/" in log.read_text(), what="the second retrain run")
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    after = {p.name: p.read_bytes() for p in final.iterdir()}
+    assert after == before  # the old results and checkpoints, nothing of the killed run
+    res = runner.invoke(app, ["train", str(recipe), "--study", str(path), "--seeds", "2", "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    assert not [q for q in (tmp_path / "crash").iterdir() if q.name.startswith(".final")]

@@ -162,3 +162,67 @@ STUDY_ATTRS = {
     "dataset": "cifar10",
     "teacher": {"name": "resnet56", "val_acc": 0.93, "test_acc": 0.92, "params": 850_000},
 }
+
+
+class _Attrs(dict):
+    """Collects what the trial_record writers set (they call ``set_user_attr``)."""
+
+    def set_user_attr(self, key, value):
+        self[key] = value
+
+
+def recipe_trial(value, *, loss="kd", temperature=4.0, weight=0.9, scheme="standard", width=2, baseline=None,
+                 state=TrialState.COMPLETE, number_params=True, **extra_attrs):
+    """A trial shaped like the objective writes it: the recipe recorded through trial_record; a baseline has
+    no parameters (as in real studies), a searched trial has its sampled parameters."""
+    from autokd.recipe import Recipe
+    from autokd.search import trial_record as tr
+
+    terms = [] if baseline == "ce_only" else [{"loss": loss, "weight": weight, "params": {"temperature": temperature}}]
+    recipe = Recipe.from_dict({"student": {"name": "cnn", "kwargs": {"width": width}}, "ce_weight": 0.1 if terms else 1,
+                               "terms": terms, "scheme": {"name": scheme}})
+    attrs = _Attrs()
+    tr.record_recipe(attrs, recipe)
+    if baseline:
+        attrs.update(tr.baseline_attrs(tr.Baseline(baseline), recipe.student))
+    tr.record_metrics(attrs, {"val_acc": value, "params": 1000 * width, "epochs": 15})
+    attrs.update(extra_attrs)
+    params, dists = {}, {}
+    if not baseline and number_params:
+        params = {"loss": loss, "temperature": temperature, "weight": weight, "scheme": scheme}
+        dists = {"loss": CategoricalDistribution(["kd", "dkd", "fitnet"]), "temperature": FloatDistribution(1, 10),
+                 "weight": FloatDistribution(0, 1), "scheme": CategoricalDistribution(["standard", "dlb"])}
+    return create_trial(state=state, value=value if state == TrialState.COMPLETE else None, params=params,
+                        distributions=dists, user_attrs=dict(attrs),
+                        intermediate_values={0: value - 0.1, 1: value} if value is not None else {})
+
+
+def recipe_study():
+    """Baselines for widths 2 and 3 (no parameters), then searched trials with real recipes."""
+    trials = [
+        recipe_trial(0.80, baseline="ce_only", width=2), recipe_trial(0.83, baseline="kd", width=2),
+        recipe_trial(0.86, baseline="ce_only", width=3), recipe_trial(0.88, baseline="kd", width=3),
+        recipe_trial(0.85, loss="dkd", temperature=2.0, width=2),  # +2 points over KD (w2)
+        recipe_trial(0.90, loss="kd", temperature=6.0, width=3, scheme="dlb"),  # +2 over KD (w3)
+        recipe_trial(0.84, loss="fitnet", temperature=3.0, width=3),  # -4 over KD (w3)
+        recipe_trial(0.86, loss="dkd", temperature=8.0, width=2, scheme="dlb"),  # +3
+        recipe_trial(0.70, loss="kd", temperature=9.0, width=2, state=TrialState.PRUNED,
+                     prune_reason="pruned at epoch 1"),
+        recipe_trial(0.81, loss="fitnet", temperature=1.5, width=2),  # -2
+    ]
+    return make_study(trials, **STUDY_ATTRS)
+
+
+def demo_sized_study(n: int = 40):
+    """A study the size of the demo: 4 baselines and ``n`` searched trials over losses, temperatures, weights,
+    schemes and two students (values deterministic; every 7th trial pruned)."""
+    trials = list(recipe_study().trials[:4])
+    losses = ["kd", "dkd", "fitnet"]
+    for i in range(n):
+        width = 2 + i % 2
+        state = TrialState.PRUNED if i % 7 == 6 else TrialState.COMPLETE
+        value = 0.80 + 0.05 * width / 3 + 0.01 * ((i * 37) % 11) / 11
+        trials.append(recipe_trial(value, loss=losses[i % 3], temperature=1.0 + (i * 13) % 9, weight=0.1 + (i % 9) / 10,
+                                   scheme=["standard", "dlb"][(i // 3) % 2], width=width, state=state,
+                                   **({"prune_reason": f"pruned at epoch {i % 5}"} if state == TrialState.PRUNED else {})))
+    return make_study(trials, **STUDY_ATTRS)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,40 +79,84 @@ BAD = [
     ({**S, "terms": [{"loss": "kd", "params": {"temperature": "hot"}}]}, "temperature must be a number"),
     ({**S, "ce_weight": {"low": 1, "high": 0.1}}, "inverted range"),
     ({**S, "ce_weight": {"low": 0, "high": 1, "log": True}}, "log range needs low > 0"),
-    ({**S, "ce_weight": -1}, "ce_weight: must be a number >= 0"),
+    ({**S, "ce_weight": -1}, "ce_weight: a weight must be >= 0, got -1"),
     ({**S, "optim": {"lrr": 0.1}}, "optim.lrr: unknown field"),
     ({**S, "optim": {"lr": -1.0}}, "optim.lr"),
     ({**S, "optim": {"batch_size": [32, 0]}}, "optim.batch_size"),
     ({**S, "scheme": "eskdd"}, "unknown scheme"),
-    ({**S, "scheme": {"choices": {"standard": {"alpha": 1}}}}, "scheme 'standard' has no parameter 'alpha'"),
+    ({**S, "scheme": {"choices": {"standard": {"alpha": 1}}}},
+     "scheme.standard.alpha: scheme 'standard' has no hyper-parameter 'alpha'"),
     ({**S, "terms": [{"loss": "kd", "weight": []}]}, "empty choice list"),
-    ({**S, "terms": [{"loss": "kd", "weight": -0.5}]}, "weight: must be a number >= 0"),
+    ({**S, "terms": [{"loss": "kd", "weight": -0.5}]}, "terms.0.weight: a weight must be >= 0, got -0.5"),
     ({**S, "terms": [{"loss": "kd", "wieght": 1}]}, "wieght: unknown field"),
     ({**S, "terms": [{"loss": []}]}, "empty choice of losses"),
     ({**S, "terms": [{"loss": "kd", "pairs": "auto"}]}, "takes no layer pairs"),
     ({**S, "terms": {"pick": {"min": 3, "max": 1}, "from": ["kd"]}}, "min <= max"),
     ({**S, "terms": {"pick": {"min": 1, "max": 2}, "from": []}}, "terms.from: empty choice of losses"),
-    ({**S, "terms": {"pick": {"min": 1}, "form": ["kd"]}}, "a pick needs exactly 'pick' and 'from'"),
+    ({**S, "terms": {"pick": {"min": 1}, "form": ["kd"]}}, "terms.form: unknown field; allowed: from, pick"),
     ({**S, "terms": {"pick": {"min": 1, "max": 1}, "from": {"kd": {"colour": 1}}}}, "kd.colour: unknown field"),
     ({**S, "colour": 1}, "colour: unknown field"),
     ({**S, "version": 2}, "unsupported version"),
-    ({**S, "temperature": 0}, "temperature: must be > 0"),
+    ({**S, "temperature": 0}, "temperature: a temperature must be > 0"),
     ({**S, "budget": {"epochs": 3}, "optim": {"epochs": 4}}, "given twice"),
     ({"terms": []}, "student: required"),
     ({**S, "ce_weight": {"low": 0.1}}, "a range needs low and high"),
     ({**S, "optim": {"lr": {"choices": []}}}, "empty choice list"),
+    # non-finite numbers, anywhere
+    ({**S, "ce_weight": {"low": 0.1, "high": math.inf}}, "ce_weight.high: must be a finite number, got inf"),
+    ({**S, "temperature": {"low": math.nan, "high": 2}}, "temperature.low: must be a finite number, got nan"),
+    ({**S, "ce_weight": math.nan}, "ce_weight: must be a finite number"),
+    ({**S, "terms": [{"loss": "kd", "params": {"temperature": [2, math.inf]}}]},
+     "terms.0.params.temperature.1: must be a finite number"),
+    ({"student": [{"name": "cnn", "kwargs": {"width": {"low": 2, "high": math.inf, "int": True}}}]},
+     "student.0.kwargs.width.high: must be a finite number"),
+    ({**S, "optim": {"milestones": [0.5, math.nan]}}, "optim.milestones.1: must be a finite number"),
+    ({**S, "terms": [{"loss": "at", "pairs": {"search": {"depths": [0.5, math.nan]}}}]},
+     "terms.0.pairs.search.depths.1: must be a finite number"),
+    # hyper-parameter validity (HParam.check) on fixed values, choices and both bounds of a range
+    ({**S, "temperature": {"low": -5, "high": -1}, "terms": [{"loss": "kd"}]},
+     "temperature: loss 'kd': temperature must be > 0, got -5.0"),
+    ({**S, "temperature": {"low": -5, "high": -1}}, "temperature: a temperature must be > 0, got -5.0"),
+    ({**S, "terms": [{"loss": "kd", "params": {"temperature": {"low": 0, "high": 4}}}]},
+     "terms.0.params.temperature: loss 'kd': temperature must be > 0, got 0.0"),
+    ({**S, "terms": {"pick": {"min": 1, "max": 1}, "from": {"kd": {"params": {"temperature": [2, -1]}}}}},
+     "terms.from.kd.params.temperature: loss 'kd': temperature must be > 0, got -1.0"),
+    ({**S, "terms": [{"loss": "kd", "weight": {"choices": [1, -1]}}]}, "terms.0.weight: a weight must be >= 0"),
+    ({**S, "scheme": {"choices": {"dml": {"weight": {"low": -1, "high": 1}}}}},
+     "scheme.dml.weight: scheme 'dml': weight must be > 0, got -1.0"),
+    ({**S, "terms": [{"loss": "at", "pairs": {"search": {"depths": [0.5, 1.5]}}}]},
+     "terms.0.pairs.search.depths.1: a relative depth must be in (0, 1], got 1.5"),
+    ({**S, "terms": [{"loss": "at", "pairs": {"search": {"depths": [0.5], "max": 2}}}]},
+     "terms.0.pairs.search.max: an integer in 1..1"),
+    # where a term's settings were written
+    ({**S, "terms": [{"loss": {"kd": {"temp": 3}}}]}, "terms.0.loss.kd.temp: loss 'kd' has no hyper-parameter"),
+    ({**S, "terms": [{"loss": ["kd", "dkd"], "params": {"temperature": 3}}]},
+     "terms.0.params: with a choice of losses, give params per loss"),
+    ({**S, "terms": [{"loss": ["kd", "dkdd"]}]}, "terms.0.loss.1: unknown loss 'dkdd'"),
+    ({**S, "terms": {"pick": {"min": 1}, "from": {"kdd": {}}}}, "terms.from.kdd: unknown loss 'kdd'"),
+    # one shape at a time: a wrong shape is reported once, in words
+    ({**S, "terms": 3}, "terms: expected a list of terms or {pick, from}, got 3"),
+    ({**S, "terms": [{"loss": 3}]}, "terms.0.loss: expected a loss name, a list of names or a mapping"),
+    ({**S, "terms": [{"loss": "at", "pairs": 3}]}, "terms.0.pairs: expected auto, a list of [teacher_stage"),
+    ({**S, "terms": [{"loss": "at", "pairs": [[0, -1]]}]}, "terms.0.pairs.0.1: Input should be greater than or equal"),
+    ({**S, "scheme": {"choices": {"dot": "defaults"}}}, "scheme.dot: Input should be 'default'"),
+    ({**S, "ce_weight": {"low": 1, "high": 2, "lg": True}}, "ce_weight.lg: unknown field; allowed: high, int, log"),
+    ({**S, "ce_weight": {"choices": [{"a": 1}]}}, "ce_weight.choices.0: expected a number, a string or a boolean"),
+    ({**S, "terms": {"pick": {"min": True}, "from": ["kd"]}}, "terms.pick.min: Input should be a valid integer"),
 ]
 
 
 @pytest.mark.parametrize("d, match", BAD, ids=[m for _, m in BAD])
 def test_invalid_spaces_fail_at_load_with_one_line(d, match):
-    with pytest.raises(ConfigError, match=match) as e:
+    with pytest.raises(ConfigError, match=re.escape(match)) as e:
         SearchSpace.from_dict(d, source="bad.yaml")
-    assert str(e.value).startswith("bad.yaml") and "\n" not in str(e.value)
+    msg = str(e.value)
+    assert msg.startswith("bad.yaml: ") and "\n" not in msg
+    assert "more)" not in msg, "one mistake, one error: no union-branch noise"
 
 
 def test_invalid_catalogue_is_large_enough():
-    assert len(BAD) >= 20
+    assert len(BAD) >= 50
 
 
 def test_malformed_yaml_file(tmp_path):
@@ -117,6 +164,29 @@ def test_malformed_yaml_file(tmp_path):
     p.write_text("student: [cnn_w2\nterms: {")
     with pytest.raises(ConfigError, match=r"bad.yaml: malformed YAML \(line"):
         SearchSpace.load(p)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("student: cnn_w2\nce_weight: {low: .nan, high: 1}\n", r"bad.yaml: ce_weight.low: must be a finite number, got nan"),
+    ("student: cnn_w2\ntemperature: {low: 1, high: .inf}\n", r"bad.yaml: temperature.high: must be a finite number"),
+    ("student: cnn_w2\nterms:\n  - {loss: kd, weight: -.inf}\n", r"bad.yaml: terms.0.weight: must be a finite number"),
+    ("student: cnn_w2\nstudent: cnn_w4\n", r"bad.yaml: malformed YAML \(line 2, column 1: duplicate key 'student'"),
+    ("student: cnn_w2\nterms:\n  - {loss: kd, loss: dkd}\n", r"bad.yaml: malformed YAML .*duplicate key 'loss'"),
+])
+def test_space_files_refused_at_load(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match) as e:
+        SearchSpace.load(p)
+    assert "\n" not in str(e.value)
+
+
+def test_binary_space_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not a text") as e:
+        SearchSpace.load(p)
+    assert "\n" not in str(e.value)
 
 
 def test_pairs_out_of_range_for_the_study_models():
@@ -134,9 +204,15 @@ def test_pairs_out_of_range_for_the_study_models():
 def test_space_file_schema_is_pydantic_and_documents_every_field():
     from autokd.search.space import SpaceFile
 
-    props = SpaceFile.model_json_schema(by_alias=True)["properties"]
-    assert set(props) == {"version", "description", "student", "ce_weight", "temperature", "terms", "scheme",
-                          "optim", "budget"}
+    schema = SpaceFile.model_json_schema(by_alias=True)
+    props = schema["properties"]
+    assert list(props) == ["version", "description", "student", "ce_weight", "temperature", "terms", "scheme",
+                           "optim", "budget"]
+    # values are documented in their YAML forms: a scalar, a list, {choices} or {low, high, log, int, step}
+    forms = json.dumps(props["ce_weight"])
+    assert '"type": "number"' in forms and "#/$defs/ChoicesSpec" in forms and "#/$defs/RangeSpec" in forms
+    assert set(schema["$defs"]["RangeSpec"]["properties"]) == {"low", "high", "log", "int", "step"}
+    assert "from" in schema["$defs"]["TermPickSpec"]["properties"]
     # structural mistakes the registries cannot see are caught by the schema
     with pytest.raises(ConfigError, match="optional"):
         SearchSpace.from_dict({"student": ["cnn_w2"], "terms": [{"loss": "kd", "optional": "maybe"}]},

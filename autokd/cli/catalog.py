@@ -1,0 +1,135 @@
+"""``autokd list`` and ``autokd space``: what is registered and what a search space holds."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+
+from ._app import app, space_app
+from ._common import clean, console
+
+__all__ = ["Family", "Level", "catalog_rows"]
+
+
+class Family(str, Enum):
+    losses = "losses"
+    models = "models"
+    schemes = "schemes"
+    samplers = "samplers"
+    pruners = "pruners"
+    datasets = "datasets"
+    proxies = "proxies"
+
+
+class Level(str, Enum):
+    logit = "logit"
+    feature = "feature"
+    relation = "relation"
+    primitive = "primitive"
+
+
+def _registry(family: Family):
+    if family is Family.losses:
+        from ..losses import LOSSES as reg
+    elif family is Family.schemes:
+        from ..schemes import SCHEMES as reg
+    elif family is Family.models:
+        from ..models import MODELS as reg
+    elif family is Family.samplers:
+        from ..search.samplers import SAMPLERS as reg
+    elif family is Family.pruners:
+        from ..search.pruners import PRUNERS as reg
+    elif family is Family.proxies:
+        from ..proxies import PROXIES as reg
+    else:
+        from ..data import DATASETS as reg
+    return reg
+
+
+def catalog_rows(family: Family, level: Level | None = None) -> list[dict[str, Any]]:
+    """One row per registered component: name, description/paper, and for losses level, needs and
+    hyper-parameters (defaults), for schemes their parameters."""
+    reg = _registry(family)
+    rows = []
+    for name, obj in reg.items():
+        meta = reg.meta(name)
+        row: dict[str, Any] = {"name": name}
+        if family is Family.losses:
+            if level is not None and obj.level != level.value:
+                continue
+            row.update(level=obj.level, needs=sorted(obj.needs),
+                       hparams={k: h.default for k, h in obj.hparams.items()}, paper=obj.paper)
+        elif family is Family.schemes:
+            row.update(params={k: h.default for k, h in obj.hparams.items()}, paper=obj.paper)
+        else:
+            desc = meta.get("description") or meta.get("paper") or meta.get("family", "")
+            if family is Family.proxies:
+                desc = f"{desc} [BN {meta.get('bn_mode', '-')}{', needs teacher' if meta.get('needs_teacher') else ''}]"
+            row["description"] = str(desc)
+        rows.append(row)
+    return rows
+
+
+@app.command("list")
+@clean
+def list_(family: Family = typer.Argument(..., help="what to list"),
+          level: Optional[Level] = typer.Option(None, "--level", help="losses only: logit, feature, relation, ..."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="full citations and hyper-parameters"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List registered components (losses: a compact table; --verbose for citations)."""
+    rows = catalog_rows(family, level)
+    if as_json:
+        print(json.dumps(rows, indent=1, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{family.value} ({len(rows)})")
+    table.add_column("name", no_wrap=True)
+    if family is Family.losses:
+        table.add_column("level")
+        table.add_column("needs")
+        if verbose:
+            table.add_column("hyper-parameters (default)")
+            table.add_column("paper")
+        for r in rows:
+            cells = [r["name"], r["level"], ",".join(r["needs"])]
+            if verbose:
+                cells += [", ".join(f"{k}={v}" for k, v in r["hparams"].items()), r["paper"]]
+            table.add_row(*[escape(c) for c in cells])
+    elif family is Family.schemes:
+        table.add_column("parameters (default)")
+        table.add_column("paper")
+        for r in rows:
+            table.add_row(escape(r["name"]), escape(", ".join(f"{k}={v}" for k, v in r["params"].items())),
+                          escape(r["paper"] if verbose else r["paper"].split("(")[0].strip()))
+    else:
+        table.add_column("description")
+        for r in rows:
+            table.add_row(escape(r["name"]), escape(r["description"]))
+    console.print(table)
+    if family is Family.losses and not verbose:
+        console.print("citations and hyper-parameters: autokd list losses --verbose", highlight=False)
+
+
+@space_app.command("show")
+@clean
+def space_show(path: Path = typer.Argument(..., help="search space YAML")) -> None:
+    """Print a search space's decisions and parameters."""
+    from ..search.space import SearchSpace
+
+    sp = SearchSpace.load(path)
+    console.print(sp.describe(), highlight=False, soft_wrap=True, markup=False)
+
+
+@space_app.command("schema")
+@clean
+def space_schema() -> None:
+    """Print the JSON Schema of search-space files."""
+    from ..search.space import SpaceFile
+
+    print(json.dumps(SpaceFile.model_json_schema(by_alias=True), indent=2))
