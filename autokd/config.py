@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, UnknownNameError
 from .files import format_validation_error, load_yaml
 
-__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec"]
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec"]
 
 
 class _Strict(BaseModel):
@@ -48,6 +48,36 @@ class DataSpec(_Strict):
                            download=self.download, **self.kwargs)
 
 
+def _known_model(v: str, where: str) -> str:
+    from . import models
+
+    if not (v.startswith("tv/") or ":" in v):
+        models.MODELS.canonical(v, where=where)
+    return v
+
+
+class AdversarialSpec(_Strict):
+    """The normally trained network a nasty teacher is trained against (default: the teacher's own
+    architecture, trained with the teacher's optimiser settings)."""
+
+    name: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    epochs: int | None = Field(None, ge=1, description="epochs of its CE training (default: the teacher's)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        return None if v is None else _known_model(v, "teacher.nasty.adversarial.name")
+
+
+class NastySpec(_Strict):
+    """Train the teacher as a nasty teacher (Ma et al., ICLR 2021): CE − ω τ² KL against ``adversarial``."""
+
+    omega: float = Field(0.04, gt=0, allow_inf_nan=False)
+    temperature: float = Field(4.0, gt=0, allow_inf_nan=False)
+    adversarial: AdversarialSpec = Field(default_factory=AdversarialSpec)
+
+
 class TeacherSpec(_Strict):
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -63,15 +93,18 @@ class TeacherSpec(_Strict):
         "(a teacher trained on all labelled data, a student distilled on a subset). Val/test splits are "
         "the same for both.",
     )
+    nasty: NastySpec | None = Field(None, description="train an undistillable (nasty) teacher; see NastySpec")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from . import models
+        return _known_model(v, "teacher.name")
 
-        if not (v.startswith("tv/") or ":" in v):
-            models.MODELS.canonical(v, where="teacher.name")
-        return v
+    @model_validator(mode="after")
+    def _nasty_is_trained(self) -> TeacherSpec:
+        if self.nasty is not None and self.checkpoint:
+            raise ValueError("teacher.nasty trains the teacher; it cannot be combined with teacher.checkpoint")
+        return self
 
 
 SAMPLERS = ("random", "tpe", "cmaes", "nsga2", "mcts", "evolution")

@@ -3,6 +3,7 @@
 Prints method, test accuracy mean ± std, gain over CE-only and over plain KD, epoch time relative to CE-only::
 
     python benchmarks/logit_methods.py --seeds 3 --epochs 15
+    python benchmarks/logit_methods.py --only kd+kcd kd+ferkd kd+orc kd+hwm   # some methods (+ the baselines)
 
 Loss weights follow each paper's/official code's recipe (CE weight, term weight), documented in METHODS below;
 warm-up/curriculum lengths are shortened to fit the short budget. Schemes run plain KD (0.1 CE + 0.9 KD, T=4);
@@ -47,7 +48,7 @@ METHODS = [
     Method(f"kd+{s}", [KD], ce_weight=0.1, scheme=s, scheme_params=p)
     for s, p in [("eskd", {}), ("weight_schedule", {}), ("dot", {}), ("takd", {}), ("dml", {}), ("ban", {}),
                  ("dlb", {}), ("mean_teacher", {}), ("rocket", {}), ("sla", {}), ("tolerant_generations", {}),
-                 ("dgkd", {}), ("reskd", {})]
+                 ("dgkd", {}), ("reskd", {}), ("kcd", {}), ("ferkd", {}), ("orc", {}), ("hwm", {})]
 ] + [
     Method("kd+self_distill(byot)", [KD], ce_weight=0.1, scheme="self_distill", scheme_params={"variant": "byot"}),
     Method("kd+self_distill(msd)", [KD], ce_weight=0.1, scheme="self_distill", scheme_params={"variant": "msd"}),

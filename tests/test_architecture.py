@@ -23,7 +23,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (5, ("autokd.schemes",)),
     (6, ("autokd.train", "autokd.proxies")),
     (7, ("autokd.config",)),  # validates names against every registry, samplers and pruners included
-    (8, ("autokd.context", "autokd.retrain")),
+    (8, ("autokd.context", "autokd.retrain", "autokd.teacher_check")),
     (9, ("autokd.search",)),
     (10, ("autokd.report",)),
     (11, ("autokd.api",)),

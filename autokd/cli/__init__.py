@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import AutoKDError, ConfigError
-from . import catalog, study_views  # noqa: F401 - registers list, space, status, trials
+from . import catalog, study_views, teacher  # noqa: F401 - registers list, space, status, trials, teacher
 from ._app import app, space_app
 from ._common import clean as _clean
 from ._common import console, err_console, open_stored_study, terminate_as_interrupt

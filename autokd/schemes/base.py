@@ -44,7 +44,9 @@ class Scheme:
     - ``setup(**context)`` once, before training (context: ``distiller``, ``recipe``, ``data``, ``device``,
       ``epochs``, ``teacher``, ``teacher_source``, ``cache_dir``, ``trainer``). Runs under a forked RNG, so
       helpers trained or loaded here (TAKD's assistant, BAN's generations) never change the student's run.
-    - ``wrap_loader(loader)`` once: the training batches ``(x, y, idx)``; must keep ``len()`` = steps/epoch.
+    - ``wrap_loader(loader)`` once: the training batches ``(x, y, idx)``; ``len()`` = the steps of the coming
+      epoch (read at each epoch's start; it may change between epochs, as KCD's condensed set: the learning-rate
+      schedule follows epochs, not a fixed step count).
     - ``extra_parameters()``: parameters of helper models the default optimiser also updates (DML's peers).
     - ``build_optimizer(distiller, optim)`` once, then ``inference_model(model)`` once: the model evaluated each
       epoch and exported, given the distiller's (the student or a term's wrapper, e.g. SimKD's); a scheme whose

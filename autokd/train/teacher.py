@@ -44,7 +44,8 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
     ``study_dir/teacher.pt`` keyed by a hash of its config and data split (a re-run with the same config reuses
     it; a changed config keeps the old file as ``teacher-<hash>.pt``). Several processes starting together
     train it once: the first holds ``teacher.pt.lock`` while training, the others wait and then load it.
-    ``info["fingerprint"]`` is the hash of the teacher's weights (what caches of its outputs are keyed by)."""
+    ``info["fingerprint"]`` is the hash of the teacher's weights (what caches of its outputs are keyed by).
+    With ``spec.nasty`` the teacher is trained as a nasty teacher (see :mod:`autokd.train.nasty`)."""
     from .. import models
     from ..recipe import OptimSpec, Recipe, StudentSpec
     from .trainer import Trainer, count_params
@@ -56,7 +57,10 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
                 "params": count_params(model), **(blob.get("metrics") or {}), "fingerprint": model_fingerprint(model)}
         model.to(device).eval()
         return model, info
-    key_obj = {"teacher": spec.model_dump(mode="json"), "data": data.info, "v": 1}
+    identity = spec.model_dump(mode="json")
+    if identity.get("nasty") is None:  # a normal teacher keeps the hash it had before the nasty option existed
+        identity.pop("nasty", None)
+    key_obj = {"teacher": identity, "data": data.info, "v": 1}
     key = config_hash(key_obj)
     path = Path(study_dir) / "teacher.pt"
 
@@ -89,11 +93,15 @@ def obtain_teacher(spec, data, study_dir: Path, device: torch.device, log=print,
             seed=spec.seed,
         )
         log(f"teacher: training {recipe.student.label()} for {spec.epochs} epochs (stored once as {path})")
-        trainer = Trainer(data, device=device, on_epoch=on_epoch)
+        trainer, extra = Trainer(data, device=device, on_epoch=on_epoch), {}
+        if spec.nasty is not None:  # trained against a normally trained adversarial network
+            from .nasty import nasty_trainer
+
+            trainer, recipe, extra = nasty_trainer(spec, recipe, data, device, log=log, on_epoch=on_epoch)
         res = trainer.fit(recipe, measure=False)
         test_acc = trainer.test(res.student)
         metrics = {"name": spec.name, "kwargs": spec.kwargs, "val_acc": res.metrics["val_acc"],
-                   "test_acc": test_acc, "params": res.metrics["params"], "epochs": spec.epochs}
+                   "test_acc": test_acc, "params": res.metrics["params"], "epochs": spec.epochs, **extra}
         with atomic_write(path) as tmp:
             torch.save({"state_dict": res.student.state_dict(), "config_hash": key, "config": key_obj,
                         "metrics": metrics}, tmp)

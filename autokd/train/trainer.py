@@ -101,22 +101,48 @@ def measure_model(model: nn.Module, input_shape, repeats: int = 20) -> dict[str,
     return {"params": count_params(model), "flops": flops, "latency_ms": 1000 * statistics.median(times)}
 
 
-def _scheduler(opt: torch.optim.Optimizer, optim, steps_per_epoch: int, epochs: int):
-    total = max(1, steps_per_epoch * epochs)
-    warm = optim.warmup_epochs * steps_per_epoch
+class LRSchedule:
+    """The learning-rate multiplier as a function of training progress in epochs: warm-up over
+    ``optim.warmup_epochs``, then cosine / step / constant.
 
-    def factor(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / warm
-        if optim.schedule == "cosine":
-            p = (step - warm) / max(1, total - warm)
+    Progress is ``epoch + step / steps_this_epoch`` (the trainer calls :meth:`start_epoch` with the epoch's
+    length and :meth:`step` after every optimiser step), not a global step count, so a training loader whose
+    length changes between epochs (KCD's condensed set) still reaches the end of the schedule on its last
+    step. For a fixed length it equals a per-step schedule over ``steps_per_epoch × epochs`` steps: the step
+    taken at global step ``s`` uses ``(s + 1) / warm`` during warm-up, then
+    ``½ (1 + cos(π (s − warm) / (total − warm)))`` (cosine) or ``gamma ** #(milestones passed)`` (step).
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, optim, epochs: int) -> None:
+        self.opt, self.optim, self.epochs = opt, optim, int(epochs)
+        self.base = [g["lr"] for g in opt.param_groups]
+        self.start_epoch(0, 1)
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        self.epoch, self.i, self.n = int(epoch), 0, max(1, int(steps))
+        self._apply()
+
+    def step(self) -> None:
+        self.i += 1
+        self._apply()
+
+    def factor(self) -> float:
+        """The multiplier of the coming optimiser step."""
+        o, pos, one = self.optim, self.epoch + self.i / self.n, 1.0 / self.n
+        warm = o.warmup_epochs
+        if warm and pos < warm:
+            return (pos + one) / warm
+        if o.schedule == "cosine":
+            p = (pos - warm) / max(one, self.epochs - warm)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
-        if optim.schedule == "step":
-            epoch = step / steps_per_epoch
-            return optim.gamma ** sum(epoch >= m * epochs for m in optim.milestones)
+        if o.schedule == "step":
+            return o.gamma ** sum(pos >= m * self.epochs for m in o.milestones)
         return 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    def _apply(self) -> None:
+        f = self.factor()
+        for g, lr in zip(self.opt.param_groups, self.base, strict=True):
+            g["lr"] = lr * f
 
 
 def _rng_devices(dev: torch.device) -> list[int]:
@@ -205,8 +231,7 @@ class Trainer:
         opt = scheme.build_optimizer(distiller, recipe.optim)
         model = scheme.inference_model(distiller.inference_model())
         eval_loader = self.data.loader(eval_split, 512, shuffle=False)
-        steps_per_epoch = len(train_loader)
-        sched = _scheduler(opt, recipe.optim, steps_per_epoch, epochs)
+        sched = LRSchedule(opt, recipe.optim, epochs)
         keys = [t.key for t in distiller.terms]
         history: list[dict[str, float]] = []
         stopped = False
@@ -217,7 +242,9 @@ class Trainer:
             distiller.train()
             distiller.set_progress(epoch, epochs)
             scales = scheme.term_scales(epoch, epochs, keys)
+            steps_per_epoch = len(train_loader)  # may change between epochs (KCD's condensed set)
             scheme.on_epoch_start(epoch, epochs, steps_per_epoch)
+            sched.start_epoch(epoch, steps_per_epoch)
             active = any(t.weight * scales.get(t.key, 1.0) != 0 for t in distiller.terms)
             sums: dict[str, float] = {}
             n_batches = 0

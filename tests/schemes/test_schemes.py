@@ -21,7 +21,7 @@ from autokd.train import Trainer, check_recipe
 from autokd.train.trainer import Trainer as _Trainer
 
 ALL = {"standard", "eskd", "weight_schedule", "dot", "takd", "dml", "ban", "dlb", "mean_teacher", "rocket", "sla",
-       "self_distill", "tolerant_generations", "dgkd", "reskd", "hsakd"}
+       "self_distill", "tolerant_generations", "dgkd", "reskd", "hsakd", "kcd", "ferkd", "orc", "hwm", "nasty"}
 
 
 @pytest.fixture(scope="module")

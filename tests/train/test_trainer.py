@@ -127,3 +127,52 @@ def test_teacher_is_trained_once_and_reused(bundle, tmp_path):
     spec3 = TeacherSpec(name="cnn", kwargs={"width": 4}, checkpoint=str(tmp_path / "teacher.pt"))
     t3, info3 = obtain_teacher(spec3, bundle, tmp_path, torch.device("cpu"))
     assert info3["source"].endswith("teacher.pt")
+
+
+# -- the learning-rate schedule follows training progress ----------------------------------------------
+@pytest.mark.parametrize("schedule,warmup", [("cosine", 0), ("cosine", 2), ("step", 1), ("constant", 0)])
+def test_lr_schedule_equals_the_per_step_formula_for_a_fixed_length(schedule, warmup):
+    import math
+
+    from autokd.train.trainer import LRSchedule
+
+    optim = OptimSpec(lr=0.1, schedule=schedule, warmup_epochs=warmup, milestones=[0.5, 0.75], gamma=0.1)
+    epochs, spe = 6, 7
+    total, warm = epochs * spe, warmup * spe
+
+    def reference(s):  # the per-step LambdaLR factor of global step s
+        if warm and s < warm:
+            return (s + 1) / warm
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm))))
+        if schedule == "step":
+            return 0.1 ** sum(s / spe >= m * epochs for m in (0.5, 0.75))
+        return 1.0
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = LRSchedule(opt, optim, epochs)
+    used = []
+    for e in range(epochs):
+        sched.start_epoch(e, spe)
+        for _ in range(spe):
+            used.append(opt.param_groups[0]["lr"])
+            sched.step()
+    assert used == pytest.approx([0.1 * reference(s) for s in range(total)], rel=1e-9, abs=1e-12)
+
+
+def test_lr_schedule_reaches_its_end_when_the_epochs_shrink():
+    from autokd.train.trainer import LRSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = LRSchedule(opt, OptimSpec(lr=1.0, schedule="cosine"), epochs=3)
+    lengths, seen = [10, 6, 3], []
+    for e, n in enumerate(lengths):
+        sched.start_epoch(e, n)
+        for _ in range(n):
+            seen.append((e, opt.param_groups[0]["lr"]))
+            sched.step()
+    # each epoch starts at its own point of the cosine, whatever the length of the earlier epochs
+    starts = [lr for i, (e, lr) in enumerate(seen) if i == 0 or seen[i - 1][0] != e]
+    assert starts == pytest.approx([1.0, 0.75, 0.25])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule is finished
+    assert all(a >= b for (_, a), (_, b) in zip(seen[:-1], seen[1:], strict=True))
