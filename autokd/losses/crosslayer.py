@@ -87,8 +87,8 @@ class SemCKD(DistillLoss):
     the resolution (each pair's term is a per-element mean; measured on digits at 8×8 and upsampled to 32×32
     inputs: the same loss at initialisation, gradients relative to CE within 2×), so no resolution rule applies
     (``weight_scale`` 1). On a tiny training set with a short, high-learning-rate schedule (digits: 224 images,
-    15 epochs, lr 0.05) 400 outweighs CE and collapses the student at 8×8 *and* 32×32 inputs while 100 does
-    not: the search range reaches down to 10.
+    15 epochs, lr 0.05) 400 outweighs CE whatever the resolution: at 8×8 it collapses the student and at 32×32
+    training diverges; 100 helps at 8×8 but still hurts at 32×32. The search range reaches down to 10.
     """
 
     name = "semckd"

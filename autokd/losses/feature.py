@@ -215,7 +215,7 @@ class AT(DistillLoss):
 
     Weight: β = 1000 (CRD, mdistiller). The official code (szagoruyko/attention-transfer, ``cifar.py``) adds
     ``β · Σ_pairs at_loss`` with β = 1e3, each pair's term summed over the GPUs' per-GPU means, i.e. exactly
-    1000 on one GPU; the paper writes the same term as β/2 · ‖·‖ (its notation), quoting β = 1e3.
+    1000 on one GPU; the β/2 of the paper's formula is its notation, not a halving in the code.
 
     Resolution-aware default (:meth:`weight_scale`): both maps are unit vectors over H·W positions, so each
     pair's loss is (2 − 2·cos)/(H·W): a scale-free dissimilarity divided by the number of positions. β = 1000
