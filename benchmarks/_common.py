@@ -22,7 +22,7 @@ import torch
 from autokd import data as datasets
 from autokd.config import TeacherSpec
 from autokd.recipe import OptimSpec, Recipe, SchemeSpec, StudentSpec, TermSpec
-from autokd.train import Trainer, make_teacher_source, obtain_teacher
+from autokd.train import Trainer, TrainingDiverged, make_teacher_source, obtain_teacher
 
 
 @dataclass
@@ -135,20 +135,26 @@ def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float
     for m in methods:
         if args.only and m.label not in args.only and m.label not in ("ce_only", "kd"):
             continue
-        accs, epoch_times, peaks = [], [], []
+        accs, epoch_times, peaks, diverged = [], [], [], 0
         t0 = time.time()
         for seed in range(args.seeds):
             recipe = Recipe(student=student, ce_weight=m.ce_weight, terms=m.terms,
                             scheme=SchemeSpec(name=m.scheme, params=m.scheme_params), optim=optim, seed=seed)
             if args.memory and seed == 0:
                 peaks.append(_peak_of(m, recipe, trainer, args))
-            fit = trainer.fit(recipe, measure=False)
+            try:
+                fit = trainer.fit(recipe, measure=False)
+            except TrainingDiverged:  # reported, and left out of the mean
+                diverged += 1
+                continue
             accs.append(trainer.test(fit.student))
             epoch_times += [h["epoch_time_s"] for h in fit.history[1:]]
-        results[m.label] = {"acc": accs, "epoch": statistics.median(epoch_times),
-                            "peak": statistics.median(peaks) if peaks else None}
-        print(f"  {m.label:28s} test {statistics.mean(accs):.4f} ± {statistics.pstdev(accs):.4f} "
-              f"({time.time() - t0:.0f}s)", flush=True)
+        nan = float("nan")
+        results[m.label] = {"acc": accs or [nan], "epoch": statistics.median(epoch_times) if epoch_times else nan,
+                            "peak": statistics.median(peaks) if peaks else None, "diverged": diverged}
+        note = f", {diverged}/{args.seeds} diverged" if diverged else ""
+        print(f"  {m.label:28s} test {statistics.mean(results[m.label]['acc']):.4f} ± "
+              f"{statistics.pstdev(results[m.label]['acc']):.4f} ({time.time() - t0:.0f}s{note})", flush=True)
     ce, kd = results["ce_only"], results.get("kd")
     print()
     header = f"{'method':28s} {'test acc (mean ± std)':>22s} {'vs CE-only':>11s} {'vs kd':>8s} {'epoch time':>11s}"
@@ -165,6 +171,8 @@ def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float
         if args.memory:
             ratio = (r["peak"] / ce["peak"]) if (r["peak"] and ce["peak"]) else float("nan")
             line += f" {ratio:>8.2f}x {r['peak'] / 2**20:>7.1f}"
+        if r["diverged"]:
+            line += f"  ({r['diverged']} of {args.seeds} seeds diverged: mean over the others)"
         print(line)
     print(f"\n{args.seeds} seeds, {args.epochs} epochs; epoch time (and peak memory of one epoch) relative to "
           "CE-only; std is the sample standard deviation over seeds.")

@@ -18,7 +18,10 @@ from . import (  # noqa: F401
     jacobian,
     logit,
     primitives,
+    projection,
+    ranking,
     relation,
+    svd,
 )
 from .base import LOSSES, DistillLoss, HParam, Pairs, register
 

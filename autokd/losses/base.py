@@ -45,6 +45,10 @@ class DistillLoss(nn.Module):
     level: ClassVar[str] = "logit"  # logit | feature | relation | primitive
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     hparams: ClassVar[dict[str, HParam]] = {}
+    #: The outer weight the paper / reference code uses (for its own setting) and a default search range.
+    #: Use :meth:`default_weight_for` / :meth:`weight_range_for` for a given pair of models.
+    default_weight: ClassVar[float] = 1.0
+    weight_range: ClassVar[tuple[float, float]] = (0.1, 10.0)
 
     def __init__(
         self,
@@ -64,6 +68,29 @@ class DistillLoss(nn.Module):
         self.hp = values
         self.progress = 0.0  # fraction of training done, in [0, 1]; set by the trainer each epoch
         self.epoch = 0
+
+    @classmethod
+    def weight_scale(cls, student: Shapes | None = None, teacher: Shapes | None = None,
+                     pairs: Pairs | None = None) -> float:
+        """Factor by which this method's weight must change, for these probed shapes, to keep the loss at the
+        magnitude the reference weight was tuned for. 1 unless a method's loss scales with the models'
+        shapes (e.g. AT's per-position mean grows as the maps shrink); 1 when shapes are unknown."""
+        return 1.0
+
+    @classmethod
+    def default_weight_for(cls, student: Shapes | None = None, teacher: Shapes | None = None,
+                           pairs: Pairs | None = None) -> float:
+        """The default outer weight for a term between models of these shapes (``pairs`` as the loss would
+        receive them): ``default_weight`` × :meth:`weight_scale`. Use this wherever a default weight is
+        resolved for concrete models."""
+        return float(cls.default_weight) * cls.weight_scale(student, teacher, pairs)
+
+    @classmethod
+    def weight_range_for(cls, student: Shapes | None = None, teacher: Shapes | None = None,
+                         pairs: Pairs | None = None) -> tuple[float, float]:
+        """``weight_range`` rescaled by :meth:`weight_scale`, for searching the weight on these models."""
+        k = cls.weight_scale(student, teacher, pairs)
+        return float(cls.weight_range[0]) * k, float(cls.weight_range[1]) * k
 
     @classmethod
     def resolve_hparams(cls, given: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .factor import pool_to_common
 
 __all__ = [
     "SRRL",
+    "srrl_loss",
     "SimKD",
     "SimKDStudent",
     "CATKD",
@@ -49,28 +50,49 @@ def _set_ref(module: nn.Module, name: str, value: nn.Module | None) -> None:
 # --------------------------------------------------------------------------------------------------- SRRL
 
 
+def srrl_loss(connected_map: Tensor, teacher_map: Tensor, teacher_logits: Tensor, classifier: nn.Linear,
+              alpha: float = 1.0, beta: float = 1.0) -> Tensor:
+    """SRRL as its authors' code computes it, on the *connected* student map (N, C_t, H, W) and the teacher's last
+    map: alpha · mean over (N, C_t) of (spatial mean of the student's − spatial mean of the teacher's)² (their
+    ``statm_loss``) + beta · MSE(classifier(spatial mean of the student's), teacher logits)."""
+    pooled = connected_map.float().mean(dim=(2, 3))
+    feat = (pooled - teacher_map.float().mean(dim=(2, 3))).pow(2).mean()
+    return alpha * feat + beta * F.mse_loss(classifier(pooled).float(), teacher_logits.float())
+
+
 @register
 class SRRL(DistillLoss):
     """Knowledge Distillation via Softmax Regression Representation Learning (Yang et al., ICLR 2021).
 
-    Official code (SRRL as re-implemented in the SemCKD/SimKD repositories): a connector (1×1 conv + BN + ReLU
-    on the pooled student embedding, i.e. a bias-free linear layer + BN + ReLU) maps the student's embedding
-    to the teacher's dimension, and::
+    ``variant="map"`` (default) follows the authors' code (github.com/jingyang2017/KD_SRRL, ``transfer_conv`` and
+    ``statm_loss``): a connector — 1×1 conv (no bias) + BN + ReLU, He-normal init — is applied to the student's
+    last *feature map*, giving C_t channels; then::
 
-        loss = alpha · MSE(connector(e_s), e_t) + beta · MSE(W_t · connector(e_s) + b_t, z_t)
+        loss = alpha · mean_{n,c} (mean_hw connector(f_s) − mean_hw f_t)²
+             + beta  · MSE(W_t · mean_hw connector(f_s) + b_t, z_t)
 
-    where ``W_t, b_t`` is the teacher's (frozen copy of its) classifier and ``z_t`` the teacher's logits.
-    Official weights: alpha = beta = 1 and term weight 1. The teacher's classifier comes from :meth:`setup`
-    (``teacher_model``).
+    i.e. the spatial means (the pooled features) are matched and the teacher's (frozen copy of its) classifier
+    ``W_t, b_t`` is run on the pooled connected map and matched to the teacher's logits ``z_t``. The official
+    script adds this with weight 1 (``--weight 1``) and alpha = beta = 1. Pooling is the global average the zoo
+    models use before their classifier; student and teacher maps may differ in size.
+
+    ``variant="embedding"``: the re-implementation in the SemCKD/SimKD repositories, which applies the connector
+    to the already pooled student embedding (a 1×1 conv on a 1×1 map = bias-free linear + BN + ReLU) and matches
+    it to the teacher's embedding. Because BN + ReLU do not commute with the pooling, the two variants differ.
+
+    Pair: the last stages (``pairs`` may name another teacher stage only if its channels feed the teacher's
+    classifier). The teacher's classifier comes from :meth:`setup` (``teacher_model``).
     """
 
     name = "srrl"
     paper = "Yang et al., ICLR 2021, Knowledge Distillation via Softmax Regression Representation Learning"
     level = "feature"
-    needs = frozenset({"logits", "embedding", "teacher_model"})
+    needs = frozenset({"logits", "feats", "embedding", "teacher_model"})
     hparams = {
-        "alpha": HParam(1.0, 0.1, 10.0, log=True, doc="weight of the feature (embedding) MSE"),
+        "alpha": HParam(1.0, 0.1, 10.0, log=True, doc="weight of the feature (pooled-map) MSE"),
         "beta": HParam(1.0, 0.1, 10.0, log=True, doc="weight of the softmax-regression (logit) MSE"),
+        "variant": HParam("map", kind="categorical", choices=("map", "embedding"),
+                          doc="map: connector on the feature map (authors' code); embedding: on the pooled vector"),
     }
     default_weight = 1.0
     weight_range = (0.1, 10.0)
@@ -78,26 +100,40 @@ class SRRL(DistillLoss):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         s, t = self.student_shapes, self.teacher_shapes
-        if s is None or t is None or s.embedding is None or t.embedding is None:
-            raise ConfigError("loss 'srrl' needs the student's and teacher's Shapes with an embedding")
-        self.connector = nn.Sequential(
-            nn.Linear(s.embedding, t.embedding, bias=False),
-            nn.BatchNorm1d(t.embedding),
-            nn.ReLU(inplace=True),
-        )
+        if s is None or t is None or not s.feats or not t.feats:
+            raise ConfigError("loss 'srrl' needs the student's and teacher's Shapes with stage features")
+        pairs = self.resolve_pairs("last")
+        if len(pairs) != 1:
+            raise ConfigError(f"loss 'srrl' uses one (teacher, student) stage pair, got pairs={pairs}")
+        self.t_stage, self.s_stage = (int(v) for v in pairs[0])
+        c_s, c_t = s.feats[self.s_stage][0], t.feats[self.t_stage][0]
+        if self.variant == "embedding":
+            if s.embedding is None or t.embedding is None:
+                raise ConfigError("loss 'srrl' (variant embedding) needs models with an embedding")
+            c_s, c_t = s.embedding, t.embedding
+        self.connector = nn.Sequential(nn.Conv2d(c_s, c_t, 1, bias=False), nn.BatchNorm2d(c_t), nn.ReLU())
+        nn.init.kaiming_normal_(self.connector[0].weight, mode="fan_out", nonlinearity="relu")
         self.classifier_t: nn.Linear | None = None
 
     def setup(self, **context: Any) -> None:
-        if context.get("teacher_model") is not None:
-            self.classifier_t = frozen_classifier(context["teacher_model"])
+        if context.get("teacher_model") is None:
+            return
+        cls = frozen_classifier(context["teacher_model"])
+        c_t = self.connector[0].out_channels
+        if cls.in_features != c_t:
+            raise ConfigError(f"loss 'srrl': the teacher's classifier takes {cls.in_features} features but the "
+                              f"connector gives {c_t}; pair the teacher's last stage")
+        self.classifier_t = cls
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra: Any) -> Tensor:
         if self.classifier_t is None:
             raise ConfigError("loss 'srrl' needs the teacher's classifier: call setup(teacher_model=...)")
-        z = self.connector(student.embedding).float()
-        feat = F.mse_loss(z, teacher.embedding.float())
-        pred = self.classifier_t(z).float()
-        return self.alpha * feat + self.beta * F.mse_loss(pred, teacher.logits.float())
+        if self.variant == "embedding":
+            s_map = student.embedding[:, :, None, None]
+            t_map = teacher.embedding[:, :, None, None]
+        else:
+            s_map, t_map = student.feats[self.s_stage], teacher.feats[self.t_stage]
+        return srrl_loss(self.connector(s_map), t_map, teacher.logits, self.classifier_t, self.alpha, self.beta)
 
 
 # -------------------------------------------------------------------------------------------------- SimKD
@@ -232,9 +268,12 @@ class CATKD(DistillLoss):
     applied as a bias-free 1×1 conv to its last feature map, giving one class activation map per class; both
     CAM stacks are average-pooled to ``pool_size`` × ``pool_size`` (``CAM_RESOLUTION``, 2), optionally
     L2-normalised per map over its positions (``IF_NORMALIZE``) and compared with MSE. The student's CAMs use
-    the student's own classifier (which the loss trains too), the teacher's its frozen classifier. Official
-    weights range from 0.7 to 600 depending on the pair (15 for vgg13 -> MobileNetV2 with normalisation at
-    2×2); default 15.
+    the student's own classifier (which the loss trains too), the teacher's its frozen classifier.
+
+    Defaults: the official CIFAR-100 config of the field's standard pair (``configs/cifar100/CAT_KD/
+    res32x4_res8x4.yaml``): ``CAT_loss_weight`` 15, ``CAM_RESOLUTION`` 2, ``IF_NORMALIZE: False``. The official
+    configs normalise only for cross-family pairs (vgg13 -> MobileNetV2: True, 15; res32x4 -> ShuffleNet: True,
+    4×4, 600) and not for same-family ones (weights 0.7 to 15); ``normalize`` is searchable.
     """
 
     name = "cat_kd"
@@ -243,7 +282,7 @@ class CATKD(DistillLoss):
     needs = frozenset({"feats", "teacher_model"})
     hparams = {
         "pool_size": HParam(2, 1, 4, kind="int", doc="CAM resolution after average pooling"),
-        "normalize": HParam(True, kind="bool", doc="L2-normalise each pooled CAM (IF_NORMALIZE)"),
+        "normalize": HParam(False, kind="bool", doc="L2-normalise each pooled CAM (IF_NORMALIZE)"),
     }
     default_weight = 15.0
     weight_range = (0.5, 1000.0)

@@ -1,4 +1,4 @@
-"""Contrastive representation distillation (CRD)."""
+"""Contrastive distillation: CRD (memory banks of both models) and BINGO (bags of teacher neighbours)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..outputs import Outputs
 from .base import DistillLoss, HParam, register
 
-__all__ = ["CRD", "nce_loss", "EmbedHead"]
+__all__ = ["CRD", "nce_loss", "EmbedHead", "BINGO", "teacher_bags", "bingo_loss"]
 
 _EPS = 1e-7
 
@@ -180,3 +180,99 @@ class CRD(DistillLoss):
         if self.training:
             self.update_memory(e_s, e_t, index)
         return loss
+
+
+# -------------------------------------------------------------------------------------------------- BINGO
+def teacher_bags(teacher_emb: Tensor, bag_size: int) -> Tensor:
+    """(N, k) indices of each sample's ``bag_size`` nearest *other* samples of the batch by cosine similarity of
+    the teacher's embeddings (k capped at N − 2, so that every sample keeps at least one negative)."""
+    e = F.normalize(teacher_emb.detach().float().flatten(1), dim=1)
+    sim = e @ e.t()
+    sim.fill_diagonal_(float("-inf"))
+    k = max(0, min(int(bag_size), e.shape[0] - 2))
+    return sim.topk(k, dim=1).indices
+
+
+def bingo_loss(student_q: Tensor, teacher_k: Tensor, bags: Tensor, temperature: float = 0.2,
+               bag_weight: float = 0.5) -> Tensor:
+    """Multi-positive InfoNCE of BINGO on L2-normalised student queries and teacher keys (N, D) of one batch.
+
+    For anchor i with bag B(i) and positives P(i) = {i} ∪ B(i), each positive p is scored by its own
+    cross-entropy over {p} and the negatives N(i) = the batch minus P(i) (``MulposCrossEntropy``: the other
+    positives are never negatives): CE_ip = −l_ip + log(exp l_ip + Σ_{n ∈ N(i)} exp l_in), l = q·kᵀ / T.
+    loss_i = (1 − bag_weight) · CE_ii + bag_weight · mean_{p ∈ B(i)} CE_ip; mean over anchors."""
+    n = student_q.shape[0]
+    logits = student_q.float() @ teacher_k.float().t() / temperature  # (N, N)
+    positive = torch.eye(n, dtype=torch.bool, device=logits.device)
+    if bags.numel():
+        positive = positive.scatter(1, bags, True)
+    neg_lse = torch.logsumexp(logits.masked_fill(positive, float("-inf")), dim=1, keepdim=True)  # (N, 1)
+    ce = torch.logaddexp(logits, neg_lse) - logits  # (N, N): CE with positive j against N(i)
+    self_term = ce.diagonal()
+    if not bags.numel():
+        return self_term.mean()
+    bag_term = ce.gather(1, bags).mean(1)
+    return ((1.0 - bag_weight) * self_term + bag_weight * bag_term).mean()
+
+
+@register
+class BINGO(DistillLoss):
+    """Xu et al. ICLR 2022, Bag of Instances Aggregation Boosts Self-supervised Distillation (official code:
+    haohang96/bingo, ``moco/builder.py`` and ``main_moco.py``).
+
+    BINGO groups each sample with its nearest neighbours in the *teacher's* embedding space (a "bag") and trains
+    the student to aggregate the bag: the student's embedding of a sample must match the teacher's embedding of
+    the sample itself and of its bag members against negatives. Official conventions kept: L2-normalised
+    embeddings, a trainable projection head on the student (MoCo-v2 style MLP: linear, ReLU, linear; 2048
+    hidden units there, 2·D_t here) into the teacher's space, temperature 0.2 (``moco_t``), one cross-entropy
+    per positive in which the other positives are not negatives (``MulposCrossEntropy``), weights 0.5 for the
+    sample itself and 0.5 for its bag (``lam``), bag weight 0 during the first 10 of 200 epochs (``warmup``
+    = 0.05 of training).
+
+    Adaptation to supervised distillation in autokd (the paper distils a self-supervised teacher without
+    labels; here the term is added to the labelled CE):
+
+    - the teacher's space is its pooled penultimate embedding (``Outputs.embedding``) as it is; the official
+      teacher also has its MoCo projection head, a supervised teacher has none;
+    - bags and negatives come from the mini-batch: each sample's ``bag_size`` nearest other samples of the
+      batch by the teacher's cosine similarity (the official bags are each image's 5 nearest neighbours over
+      the whole dataset, precomputed, with one member drawn per step and fed through both networks; the mean
+      over the bag here is the expectation of that draw), and the negatives are the other samples of the batch
+      instead of a 65,536-entry queue of teacher keys;
+    - the official CutMix term mixing an image with its bag member is left out (it changes the input batch,
+      which a loss does not own); labels are not used to form bags (as in the paper).
+
+    Weight: 1 (the official loss is the mean of its three cross-entropy groups, alone; here beside CE).
+    """
+
+    name = "bingo"
+    paper = ("Xu, Fang, Zhang, Xie, Wang, Dai, Xiong & Tian ICLR 2022, Bag of Instances Aggregation Boosts "
+             "Self-supervised Distillation (arXiv:2107.01691)")
+    level = "relation"
+    needs = frozenset({"embedding"})
+    hparams = {
+        "bag_size": HParam(2, 1, 8, kind="int", doc="nearest teacher neighbours per sample in its bag"),
+        "temperature": HParam(0.2, 0.05, 1.0, log=True, doc="InfoNCE temperature (moco_t)"),
+        "bag_weight": HParam(0.5, 0.1, 0.9, valid="[0, 1]", doc="weight of the bag members vs the sample itself"),
+        "warmup": HParam(0.05, 0.0, 0.3, valid="[0, 1)", doc="fraction of training with the bag weight at 0"),
+    }
+    default_weight = 1.0
+    weight_range = (0.1, 10.0)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        s, t = self.student_shapes, self.teacher_shapes
+        if s is None or t is None or s.embedding is None or t.embedding is None:
+            raise ConfigError("loss 'bingo' needs the student's and teacher's Shapes with an embedding")
+        self.head = nn.Sequential(nn.Linear(s.embedding, 2 * t.embedding), nn.ReLU(),
+                                  nn.Linear(2 * t.embedding, t.embedding))
+
+    def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra: Any) -> Tensor:
+        if student.embedding.shape[0] < 2:  # no negative in a batch of one
+            return self.head(student.embedding.float()).sum() * 0.0
+        q = F.normalize(self.head(student.embedding.float()).float(), dim=1)
+        k = F.normalize(teacher.embedding.float(), dim=1)
+        bags = teacher_bags(k, self.bag_size)
+        weight = 0.0 if self.progress < self.warmup else self.bag_weight
+        with torch.autocast(q.device.type, enabled=False):
+            return bingo_loss(q, k, bags, self.temperature, weight)

@@ -81,7 +81,14 @@ class SemCKD(DistillLoss):
     The official MLPs take the Gram rows, whose width is the batch size (it skips incomplete batches). Here
     the width is fixed (``sim_dim``, 64 by default, the ``batch_size`` from :meth:`setup` when given) and rows
     of a smaller batch are zero-padded (a larger batch's rows are average-pooled), so any batch size works.
-    Given ``pairs``, the stages used are their teacher and student indices. Official weight β = 400.
+    Given ``pairs``, the stages used are their teacher and student indices.
+
+    Weight: β = 400 (official, CIFAR-100 resnet32x4 -> resnet8x4). Unlike AT's, this loss does not change with
+    the resolution (each pair's term is a per-element mean; measured on digits at 8×8 and upsampled to 32×32
+    inputs: the same loss at initialisation, gradients relative to CE within 2×), so no resolution rule applies
+    (``weight_scale`` 1). On a tiny training set with a short, high-learning-rate schedule (digits: 224 images,
+    15 epochs, lr 0.05) 400 outweighs CE whatever the resolution: at 8×8 it collapses the student and at 32×32
+    training diverges; 100 helps at 8×8 but still hurts at 32×32. The search range reaches down to 10.
     """
 
     name = "semckd"
@@ -90,7 +97,7 @@ class SemCKD(DistillLoss):
     needs = frozenset({"feats"})
     hparams = {"temperature": HParam(1.0, 0.25, 4.0, log=True, doc="softmax temperature of the attention")}
     default_weight = 400.0
-    weight_range = (50.0, 1000.0)
+    weight_range = (10.0, 1000.0)
     sim_dim = 64
     factor = 4
 
@@ -222,7 +229,12 @@ class ReviewKD(DistillLoss):
     pooled embedding. Student and teacher stages are paired by relative depth (or by ``pairs``).
 
     The official recipe ramps the weight linearly over the first 20 of 240 epochs; that is a schedule of the
-    term's weight (use the ``weight_schedule`` scheme), not part of this loss. Official weight 1.0.
+    term's weight (use the ``weight_schedule`` scheme), not part of this loss.
+
+    Weight: 5.0 for resnet32x4 -> resnet8x4 in the official script (``CIFAR-100/script/reviewKD.sh``:
+    ``--kd-loss-weight 5.0``, also for the WRN and ShuffleNetV1 pairs; 8.0 for ShuffleNetV2, 0.6 for
+    resnet56 -> resnet20, 1.0 for resnet110 -> resnet32) and in mdistiller's ``configs/cifar100/reviewkd.yaml``
+    (``REVIEWKD_WEIGHT: 5.0``; its code default 1.0 is overridden there). ``default_weight`` 5.
     """
 
     name = "review_kd"
@@ -230,8 +242,8 @@ class ReviewKD(DistillLoss):
     level = "feature"
     needs = frozenset({"feats", "preacts", "embedding"})
     hparams: dict[str, HParam] = {}
-    default_weight = 1.0
-    weight_range = (0.1, 10.0)
+    default_weight = 5.0
+    weight_range = (0.3, 20.0)
     max_mid_channels = 512
 
     def __init__(self, **kw: Any) -> None:

@@ -7,9 +7,10 @@ connectors. Conventions shared by all of them:
 - The teacher side never receives gradients (the base class detaches teacher outputs); connectors, when a method
   has them, act on the *student* and live in the loss module (trained with the student, not exported).
 - Parameter-free methods (AT, NST) and VID match spatial sizes as CRD (RepDistiller) does: the larger map is
-  adaptive-average-pooled to the smaller one. Methods with a connector (FitNet, AB, OFD, ICKD) resize the student
-  to the teacher's size inside the connector (pool if larger, bilinear if smaller), so the teacher's values are
-  used untouched (OFD's margins and AB's activation boundaries stay exact).
+  adaptive-average-pooled to the smaller one. Methods with a connector (AB, OFD, ICKD) resize the student to the
+  teacher's size inside the connector (pool if larger, bilinear if smaller), so the teacher's values are used
+  untouched (OFD's margins and AB's activation boundaries stay exact); FitNet's regressor reaches the teacher's
+  size with its own convolution (RepDistiller's ``ConvReg``).
 - Several pairs are summed (CRD sums its loss groups); AB and OFD weight pair ``i`` of ``n`` by ``2^(i-n+1)``
   (deepest = 1) as their official code does.
 - No loss carries its outer weight: ``default_weight`` / ``weight_range`` record the weight the paper or the
@@ -29,8 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..models.connectors import FeatureConnector, feature_pairs_shapes, pool_to_smaller
+from ..models.connectors import FeatureConnector, HintRegressor, feature_pairs_shapes, pool_to_smaller
 from ..outputs import Outputs
+from ..pairs import auto_pairs
 from .base import DistillLoss, HParam, Pairs, register
 
 __all__ = [
@@ -137,11 +139,14 @@ class FitNet(DistillLoss):
     """Romero et al. ICLR 2015, FitNets: Hints for Thin Deep Nets.
 
     A regressor maps the student's guided layer to the teacher's hint layer; loss = MSE (mean over all elements).
-    Regressor: spatial match to the teacher (pool / bilinear) then conv3×3 + BN + ReLU, as CRD's ``ConvReg`` for
-    equal sizes (mdistiller reuses it); the paper's regressor is also convolutional. Default pair: the middle one
-    of the stage-aligned ``auto`` pairs (rounding towards shallower), i.e. stage 2 of CIFAR ResNets/WRNs = CRD's and
-    mdistiller's ``hint_layer=2``; the paper also uses a middle hint. The paper trains the hint stage first and
-    then KD; here it is a single joint term.
+    Regressor: :class:`~autokd.models.connectors.HintRegressor`, i.e. RepDistiller's ``ConvReg`` (mdistiller
+    reuses it): a conv whose kernel (1 + H_s − H_t, 1 + W_s − W_t) maps the student's size onto the teacher's
+    (1×1 with bias for equal sizes; 3×3 stride 2 for a student map twice as large; a 4×4 stride-2 transposed
+    conv for one half as large) + BN + ReLU. For resnet32x4 -> resnet8x4 at the stage-2 hint (128 × 16 × 16 on
+    both sides) that is 128·128 + 128 (conv) + 2·128 (BN) = 16,768 parameters. The paper's regressor is also
+    convolutional. Default pair: the middle one of the stage-aligned ``auto`` pairs (rounding towards
+    shallower), i.e. stage 2 of CIFAR ResNets/WRNs = CRD's and mdistiller's ``hint_layer=2``; the paper also uses
+    a middle hint. The paper trains the hint stage first and then KD; here it is a single joint term.
 
     Weight: 100 in CRD and mdistiller (``default_weight``).
     """
@@ -160,7 +165,7 @@ class FitNet(DistillLoss):
         pairs = resolve_checked_pairs(self, "auto")
         self.layer_pairs = pairs if self.pairs is not None else [pairs[(len(pairs) - 1) // 2]]
         self.connectors = nn.ModuleList(
-            FeatureConnector(s, t, kernel_size=3, always_conv=True, relu=True)
+            HintRegressor(s, t)
             for t, s in feature_pairs_shapes(self.student_shapes, self.teacher_shapes, self.layer_pairs)
         )
 
@@ -186,6 +191,19 @@ def at_loss(student_feat: Tensor, teacher_feat: Tensor, p: float = 2.0) -> Tenso
     return (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
 
 
+#: AT's reference setting: CRD's resnet32x4 -> resnet8x4 on 32×32 CIFAR, attention maps of 32², 16² and 8² positions.
+AT_REFERENCE_POSITIONS = (32 * 32, 16 * 16, 8 * 8)
+
+
+def _pooled_positions(student, teacher, pairs) -> list[int]:
+    """H·W of each pair's maps after pooling the larger to the smaller (the size AT's maps are compared at)."""
+    out = []
+    for ti, si in pairs:
+        (_, ht, wt), (_, hs, ws) = teacher.feats[ti][:3], student.feats[si][:3]
+        out.append(min(ht, hs) * min(wt, ws))
+    return out
+
+
 @register
 class AT(DistillLoss):
     """Zagoruyko & Komodakis ICLR 2017, Attention Transfer (activation-based).
@@ -195,8 +213,19 @@ class AT(DistillLoss):
     adaptive-average-pooled to the smaller (CRD). Default pairs: all stage-aligned ``auto`` pairs (CRD: every
     stage output but the stem). Channel counts need not match.
 
-    Weight: β = 1000 (CRD, mdistiller). The official code (szagoruyko/attention-transfer) adds β/2·Σ at_loss with
-    β = 1e3, i.e. an effective 500 on the same per-pair mean; ``default_weight`` follows CRD.
+    Weight: β = 1000 (CRD, mdistiller). The official code (szagoruyko/attention-transfer, ``cifar.py``) adds
+    ``β · Σ_pairs at_loss`` with β = 1e3, each pair's term summed over the GPUs' per-GPU means, i.e. exactly
+    1000 on one GPU; the β/2 of the paper's formula is its notation, not a halving in the code.
+
+    Resolution-aware default (:meth:`weight_scale`): both maps are unit vectors over H·W positions, so each
+    pair's loss is (2 − 2·cos)/(H·W): a scale-free dissimilarity divided by the number of positions. β = 1000
+    was tuned where the pairs have 32², 16² and 8² positions (CIFAR, Σ 1/(H·W) = 21/1024); on smaller maps the
+    same β multiplies a loss many times larger (on 8×8 digits the pairs have 4² and 2² positions: 15× larger;
+    measured at initialisation, the loss is 8.7× its value on the same digits upsampled to 32×32). The default
+    weight is therefore β · (21/1024) / Σ_pairs 1/(H_k·W_k), with H_k×W_k each pair's compared size: exactly
+    1000 for CIFAR ResNets/WRNs, ≈ 66 for 8×8 digits. The rule keeps the loss at the reference magnitude; it
+    does not adapt to the schedule: on a tiny training set with a short schedule (digits, 224 images, 15
+    epochs) even 32×32 inputs need a smaller β than 1000 (search ``weight_range_for``).
     """
 
     name = "at"
@@ -210,6 +239,14 @@ class AT(DistillLoss):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.layer_pairs = resolve_checked_pairs(self, "auto")
+
+    @classmethod
+    def weight_scale(cls, student=None, teacher=None, pairs=None) -> float:
+        if student is None or teacher is None or not student.feats or not teacher.feats:
+            return 1.0
+        pairs = list(pairs) if pairs is not None else auto_pairs(teacher, student)
+        inverse = sum(1.0 / p for p in _pooled_positions(student, teacher, pairs))
+        return sum(1.0 / p for p in AT_REFERENCE_POSITIONS) / inverse
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra) -> Tensor:
         return sum(at_loss(student.feats[si], teacher.feats[ti], self.p) for ti, si in self.layer_pairs)

@@ -1,9 +1,9 @@
 """Relation-level distillation terms (sample-to-sample structure within a batch).
 
 Pure loss functions on tensors plus thin registered :class:`DistillLoss` classes. Relations are N × N (or
-N × N × N) over the batch, so teacher and student feature sizes need not agree (CC alone maps the student's
-embedding with a linear connector, following CRD). Embedding-based methods (PKT, CC, RKD) use
-``Outputs.embedding`` and fall back to the flattened last feature map when a model has none. Computed in
+N × N × N) over the batch, so teacher and student feature sizes need not agree (CC maps the student's
+embedding with a linear connector, CC-CRD both embeddings, following CRD). Embedding-based methods (PKT, CC,
+CC-CRD, RKD) use ``Outputs.embedding`` and fall back to the flattened last feature map when a model has none. Computed in
 float32. ``default_weight`` / ``weight_range`` record the outer weight used by the paper or the reference code.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..models.connectors import LinearConnector, pool_to_smaller
@@ -26,12 +26,14 @@ __all__ = [
     "SP",
     "PKT",
     "CC",
+    "CCCRD",
     "RKD",
     "IRG",
     "sp_loss",
     "pkt_loss",
     "cc_kernel",
     "cc_loss",
+    "cc_crd_loss",
     "pairwise_distances",
     "rkd_distance_loss",
     "rkd_angle_loss",
@@ -159,13 +161,13 @@ class CC(DistillLoss):
     Batch correlation with the Gaussian RBF kernel approximated by its Taylor expansion of order ``p_order`` (2)
     with ``gamma`` (0.4) on L2-normalised embeddings; MSE between the teacher's and student's matrices. The
     kernel follows the paper (and the widely used KD-Zoo port; the authors released no code). CRD's
-    ``Correlation`` ("code emailed by the author") instead multiplies |e_s - e_t| of consecutive samples after
-    trainable 128-d linear embeddings on *both* sides; we keep CRD's idea of a linear embedding but only on the
-    student (a linear connector to the teacher's embedding size, always present), leaving the teacher's relations
-    a fixed target. Only the CC term is implemented (the paper adds KD and instance congruence: add a ``kd``
-    term).
+    ``Correlation`` ("code emailed by the author", the CC of CRD's tables) computes something else — the mean of
+    |Δ_i|·|Δ_i+1| over consecutive samples after trainable 128-d linear embeddings on *both* sides — and is
+    registered separately as ``cc_crd``. Here we keep CRD's idea of a linear embedding but only on the student (a
+    linear connector to the teacher's embedding size, always present), leaving the teacher's relations a fixed
+    target. Only the CC term is implemented (the paper adds KD and instance congruence: add a ``kd`` term).
 
-    Weight: 100 with this kernel (KD-Zoo); CRD's different formula uses 0.02.
+    Weight: 100 with this kernel (KD-Zoo); CRD's different formula (``cc_crd``) uses 0.02.
     """
 
     name = "cc"
@@ -189,6 +191,51 @@ class CC(DistillLoss):
 
     def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra) -> Tensor:
         return cc_loss(self.connector(embedding_of(student)), embedding_of(teacher), self.gamma, self.p_order)
+
+
+# ----------------------------------------------------------------------------------------------- CC (CRD)
+@fp32
+def cc_crd_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    """CRD's ``Correlation``: Δ = |e_s − e_t| (N, D); mean over i = 0..N−2 of Σ_d Δ[i, d] · Δ[i+1, d]."""
+    delta = (student_emb.float() - teacher_emb.float()).abs()
+    return (delta[:-1] * delta[1:]).sum(1).mean()
+
+
+@register
+class CCCRD(DistillLoss):
+    """Correlation Congruence as RepDistiller (CRD, Tian et al. ICLR 2020) runs it for its tables
+    (``distiller_zoo/CC.py``: "the authors nicely shared the code with me"); the paper's method is ``cc``.
+
+    Both pooled embeddings go through trainable linear layers to ``feat_dim`` = 128 (CRD's ``LinearEmbed`` on
+    ``feat_s[-1]`` and ``feat_t[-1]``; both are in CRD's trainable list, so the teacher-side embedding trains too
+    and the teacher's frozen features only feed it); Δ_i = |e_s,i − e_t,i| per sample, and the loss is the mean
+    over consecutive samples of Σ_d Δ_i,d · Δ_i+1,d, exactly as CRD computes it (the batch order defines the
+    pairs; a batch of one gives no pair and a zero loss). Both embeddings shrinking to zero also lowers this
+    loss: that is CRD's formula, kept as is (weight decay and the small weight keep it in check).
+
+    Weight: 0.02 (CRD's ``run_cifar_distill.sh``: ``--distill correlation -b 0.02``).
+    """
+
+    name = "cc_crd"
+    paper = ("Peng et al. ICCV 2019, Correlation Congruence for Knowledge Distillation, as implemented in "
+             "Tian et al. ICLR 2020 (RepDistiller)")
+    level = "relation"
+    needs = frozenset({"embedding"})
+    hparams = {"feat_dim": HParam(128, 16, 512, kind="int", log=True, doc="width of the two linear embeddings")}
+    default_weight = 0.02
+    weight_range = (0.002, 0.2)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        if self.student_shapes is None or self.teacher_shapes is None:
+            raise ConfigError("loss 'cc_crd' builds embeddings: it needs the student's and teacher's Shapes")
+        d_s = self.student_shapes.embedding or int(math.prod(self.student_shapes.feats[-1]))
+        d_t = self.teacher_shapes.embedding or int(math.prod(self.teacher_shapes.feats[-1]))
+        self.embed_s = nn.Linear(d_s, self.feat_dim)
+        self.embed_t = nn.Linear(d_t, self.feat_dim)
+
+    def forward(self, student: Outputs, teacher: Outputs, target: Tensor, **extra) -> Tensor:
+        return cc_crd_loss(self.embed_s(embedding_of(student)), self.embed_t(embedding_of(teacher)))
 
 
 # ----------------------------------------------------------------------------------------------- RKD

@@ -2,7 +2,8 @@
 
 - channel mismatch: 1×1 conv + BN (FitNets' regressor, the common convention of CRD/mdistiller);
 - spatial mismatch: adaptive average pooling when the student map is larger, bilinear interpolation when smaller;
-- embeddings: a linear layer.
+- embeddings: a linear layer;
+- FitNets' hint regressor: :class:`HintRegressor` (RepDistiller's / mdistiller's ``ConvReg`` conventions).
 
 Connector parameters live in the loss module, so they train with the student (the distiller hands them to the
 optimiser) but are not part of the exported student (unless a method's student needs them at inference, e.g.
@@ -26,6 +27,7 @@ __all__ = [
     "pool_to_smaller",
     "FeatureConnector",
     "LinearConnector",
+    "HintRegressor",
     "make_connector",
     "feature_pairs_shapes",
 ]
@@ -92,6 +94,44 @@ class FeatureConnector(nn.Module):
         if len(self.out_hw) == 2:
             x = match_spatial(x, self.out_hw)
         return self.proj(x)
+
+
+class HintRegressor(nn.Module):
+    """FitNets' regressor as RepDistiller's ``ConvReg`` builds it (mdistiller copies it): one convolution chosen
+    from the student's (C_s, H_s, W_s) and the teacher's (C_t, H_t, W_t) maps, then BN and ReLU.
+
+    - student map twice the teacher's: 3×3 conv, stride 2, padding 1;
+    - student map half the teacher's: 4×4 transposed conv, stride 2, padding 1;
+    - student map at least the teacher's size: conv with kernel (1 + H_s − H_t, 1 + W_s − W_t), no padding
+      (1×1 for equal sizes);
+    - any other case (the official code refuses it): bilinear resize to the teacher's size, then 1×1 conv.
+
+    Every conv has a bias (PyTorch's default, as the official code) and PyTorch's default initialisation;
+    ``relu=False`` drops the final ReLU (``use_relu``). The official code tests the heights only; here heights
+    and widths are both checked, so non-square maps work.
+    """
+
+    def __init__(self, student_shape: Sequence[int], teacher_shape: Sequence[int], *, relu: bool = True) -> None:
+        super().__init__()
+        cs, hs, ws = (int(v) for v in student_shape[:3])
+        ct, ht, wt = (int(v) for v in teacher_shape[:3])
+        self.resize_to: tuple[int, int] | None = None
+        if (hs, ws) == (2 * ht, 2 * wt):
+            self.conv: nn.Module = nn.Conv2d(cs, ct, kernel_size=3, stride=2, padding=1)
+        elif (2 * hs, 2 * ws) == (ht, wt):
+            self.conv = nn.ConvTranspose2d(cs, ct, kernel_size=4, stride=2, padding=1)
+        elif hs >= ht and ws >= wt:
+            self.conv = nn.Conv2d(cs, ct, kernel_size=(1 + hs - ht, 1 + ws - wt))
+        else:
+            self.resize_to = (ht, wt)
+            self.conv = nn.Conv2d(cs, ct, kernel_size=1)
+        self.bn = nn.BatchNorm2d(ct)
+        self.relu = nn.ReLU() if relu else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.resize_to is not None:
+            x = F.interpolate(x, size=self.resize_to, mode="bilinear", align_corners=False)
+        return self.relu(self.bn(self.conv(x)))
 
 
 class LinearConnector(nn.Module):

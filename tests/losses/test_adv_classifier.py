@@ -37,24 +37,60 @@ def _build(name, t, s, **hp):
 
 
 # -------------------------------------------------------------------------------------------------- SRRL
-def test_srrl_feature_and_softmax_regression_terms_by_hand():
-    t, s = _models(width=2)
+def _bn_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """BatchNorm2d in training mode: per-channel mean and biased variance over (N, H, W)."""
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma[None, :, None, None] + beta[None, :, None, None]
+
+
+def test_srrl_authors_formula_on_the_feature_map_by_hand():
+    t, s = _models(width=2)  # student last map 8×2×2, teacher 32×2×2
     t.requires_grad_(True)  # the loss must not push gradients into the teacher's classifier either way
     loss = _build("srrl", t, s, alpha=0.5, beta=2.0)
+    assert loss.variant == "map"
+    with torch.no_grad():  # a non-trivial BN affine, so that the hand computation checks it too
+        loss.connector[1].weight.uniform_(0.5, 1.5)
+        loss.connector[1].bias.uniform_(-0.2, 0.2)
     x = torch.randn(6, *SHAPE)
     so, to = s.forward_outputs(x), t.forward_outputs(x)
     value = loss(so, to, None)
     with torch.no_grad():
-        z = (
-            loss.connector(so.embedding).double().numpy()
-        )  # 1×1 conv + BN + ReLU == bias-free linear + BN + ReLU
-        w, b = t.classifier.weight.double().numpy(), t.classifier.bias.double().numpy()
-        e_t, z_t = to.embedding.double().numpy(), to.logits.double().numpy()
-    expected = 0.5 * ((z - e_t) ** 2).mean() + 2.0 * ((z @ w.T + b - z_t) ** 2).mean()
+        f_s = so.feats[-1].double().numpy()
+        w = loss.connector[0].weight[:, :, 0, 0].double().numpy()
+        bn = loss.connector[1]
+        conn = np.maximum(
+            _bn_train(np.einsum("oc,nchw->nohw", w, f_s), bn.weight.double().numpy(), bn.bias.double().numpy()), 0
+        )
+        pooled = conn.mean(axis=(2, 3))  # the spatial means: statm_loss, then the teacher's avgpool + fc
+        t_pooled = to.feats[-1].double().numpy().mean(axis=(2, 3))
+        w_t, b_t = t.classifier.weight.double().numpy(), t.classifier.bias.double().numpy()
+        z_t = to.logits.double().numpy()
+    expected = 0.5 * ((pooled - t_pooled) ** 2).mean() + 2.0 * ((pooled @ w_t.T + b_t - z_t) ** 2).mean()
     assert value.item() == pytest.approx(expected, rel=1e-5)
     value.backward()
     assert all(p.grad is None for p in t.parameters())
     assert loss.classifier_t is not t.classifier and not loss.classifier_t.weight.requires_grad
+    assert loss.connector[0].weight.grad.abs().sum() > 0
+
+
+def test_srrl_embedding_variant_connects_the_pooled_vector_and_differs_from_the_map_variant():
+    t, s = _models(width=2)
+    emb = _build("srrl", t, s, alpha=0.5, beta=2.0, variant="embedding")
+    x = torch.randn(6, *SHAPE)
+    so, to = s.forward_outputs(x), t.forward_outputs(x)
+    value = emb(so, to, None)
+    with torch.no_grad():
+        w = emb.connector[0].weight[:, :, 0, 0].double().numpy()  # 1×1 conv on a 1×1 map == bias-free linear
+        z = np.maximum(_bn_train((so.embedding.double().numpy() @ w.T)[:, :, None, None], np.ones(w.shape[0]),
+                                 np.zeros(w.shape[0]))[:, :, 0, 0], 0)
+        w_t, b_t = t.classifier.weight.double().numpy(), t.classifier.bias.double().numpy()
+        e_t, z_t = to.embedding.double().numpy(), to.logits.double().numpy()
+    expected = 0.5 * ((z - e_t) ** 2).mean() + 2.0 * ((z @ w_t.T + b_t - z_t) ** 2).mean()
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+    on_map = _build("srrl", t, s, alpha=0.5, beta=2.0)
+    on_map.connector.load_state_dict(emb.connector.state_dict())  # same weights: BN/ReLU do not commute with pooling
+    assert abs(on_map(so, to, None).item() - value.item()) > 1e-4
 
 
 # ------------------------------------------------------------------------------------------------- SimKD

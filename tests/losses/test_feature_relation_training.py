@@ -1,4 +1,5 @@
-"""Every feature/relation loss of feature.py and relation.py, parametrised over their registered names:
+"""Every feature/relation loss of feature.py, relation.py, ranking.py, svd.py and projection.py (and BINGO),
+parametrised over their registered names:
 connectors get gradients and the teacher never does; a few SGD steps on real digits data lower the loss with a
 student of another family; auto-pairing on mismatched families (resnet32x4 teacher, ShuffleNetV2/MobileNetV2
 students, 8×8 and 32×32 inputs) gives valid pairs on which every loss builds and runs forward/backward."""
@@ -9,13 +10,13 @@ import pytest
 import torch
 
 from autokd import data, losses, models
-from autokd.losses import feature, relation
+from autokd.losses import feature, projection, ranking, relation, svd
 from autokd.pairs import auto_pairs
 
-NAMES = sorted(
-    n for n in losses.names() if losses.get(n).__module__ in (feature.__name__, relation.__name__)
-)
-EXPECTED = {"fitnet", "at", "nst", "fsp", "ab", "vid", "ofd", "ickd", "pkt", "cc", "sp", "rkd", "irg"}
+MODULES = {m.__name__ for m in (feature, relation, ranking, svd, projection)}
+NAMES = sorted(n for n in losses.names() if losses.get(n).__module__ in MODULES or n == "bingo")
+EXPECTED = {"fitnet", "at", "nst", "fsp", "ab", "vid", "ofd", "ickd", "pkt", "cc", "sp", "rkd", "irg",
+            "cc_crd", "darkrank", "kdsvd", "kpn", "bingo"}
 
 
 def test_all_methods_registered_with_weights():
