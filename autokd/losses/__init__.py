@@ -12,12 +12,14 @@ from . import (  # noqa: F401
     classifier,
     contrastive,
     crosslayer,
+    embedding,
     factor,
     feature,
     frequency,
     jacobian,
     logit,
     primitives,
+    quantization,
     relation,
 )
 from .base import LOSSES, DistillLoss, HParam, Pairs, register

@@ -45,6 +45,8 @@ class DistillLoss(nn.Module):
     level: ClassVar[str] = "logit"  # logit | feature | relation | primitive
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     hparams: ClassVar[dict[str, HParam]] = {}
+    #: the inputs the method works on: ``"any"``, or ``"tokens"`` (text models with a token embedding table)
+    inputs: ClassVar[str] = "any"
 
     def __init__(
         self,
@@ -91,6 +93,10 @@ class DistillLoss(nn.Module):
     def pretrain(self, *, teacher_model: nn.Module, loader, device, epochs: int) -> None:
         """Optional stage run once before student training (e.g. Factor Transfer's paraphraser).
         ``loader`` yields (x, y, idx) training batches; the teacher is frozen."""
+
+    def finish(self, student: nn.Module) -> None:
+        """Called once after training (``Distiller.finish``): fold into ``student`` what the method trained for
+        it to keep (Mou et al.'s encoded embeddings), so the exported student is self-contained."""
 
     def student_head(self, student: nn.Module) -> nn.Module | None:
         """If the method's student needs parts of this loss at inference (SimKD: projector + the teacher's

@@ -17,8 +17,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import cnn, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (register the families)
-from .base import MODELS, ZooModel, count_params, shapes
+from . import cnn, mobilenetv2, moonshine, resnet, shufflenetv2, text, vgg, wrn  # noqa: F401  (register the families)
+from .base import MODELS, ZooModel, count_params, example_input, shapes
+from .prepare import STUDENT_INITS, check_student_options, needs_calibration, prepare_student
 from .wrap import FeatureWrapper, discover_stages, torchvision_model, user_model
 
 __all__ = [
@@ -27,7 +28,12 @@ __all__ = [
     "from_spec",
     "names",
     "shapes",
+    "example_input",
     "count_params",
+    "prepare_student",
+    "check_student_options",
+    "needs_calibration",
+    "STUDENT_INITS",
     "ZooModel",
     "FeatureWrapper",
     "discover_stages",
