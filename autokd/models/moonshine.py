@@ -91,15 +91,15 @@ def _build(name: str, num_classes: int, in_channels: int, depth, widen, group_si
     check_int("widen", widen, model=name)
     check_int("group_size", group_size, minimum=0, model=name)
     check_int("bottleneck", bottleneck, model=name)
-    # every 3x3 conv that gets grouped: its channel count must split into groups of group_size
     widths = [16 * widen, 32 * widen, 64 * widen]
-    grouped = ([w // bottleneck for w in widths] if bottleneck > 1 else [16] + widths) if group_size else []
-    for c in grouped:
-        if c < 1 or c % group_size:
-            raise ConfigError(f"model {name!r}: group_size {group_size} must divide every grouped conv's channels "
-                              f"{sorted(set(grouped))}")
     if bottleneck > 1 and min(widths) // bottleneck < 1:
         raise ConfigError(f"model {name!r}: bottleneck {bottleneck} leaves no channels in {min(widths)}-wide blocks")
+    # every 3x3 conv that gets grouped: its channel count must split into groups of group_size
+    grouped = ([w // bottleneck for w in widths] if bottleneck > 1 else [16] + widths) if group_size else []
+    for c in grouped:
+        if c % group_size:
+            raise ConfigError(f"model {name!r}: group_size {group_size} must divide every grouped conv's channels "
+                              f"{sorted(set(grouped))}")
     return MoonshineWRN(depth, widen, group_size, bottleneck, num_classes=num_classes, in_channels=in_channels)
 
 
