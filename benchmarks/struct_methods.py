@@ -41,7 +41,7 @@ def _kd(weight: float = 0.9) -> TermSpec:
 
 def sections() -> dict[str, dict]:
     cnn8 = StudentSpec(name="cnn", kwargs={"width": 8, "convs": 2})
-    grown = cnn8.model_copy(update={"init": {"name": "net2net"}})
+    grown = StudentSpec(name="cnn", kwargs={"width": 8, "convs": 2}, init="net2net")
     moon = StudentSpec(name="moonshine_16_2_g4b2")
     q4 = StudentSpec(name="cnn", kwargs={"width": 4}, quantize={"bits": 4})
     e8 = StudentSpec(name="textcnn", kwargs={"embed_dim": 8, "channels": 16})

@@ -6,7 +6,10 @@
 >>> models.shapes(net, (1, 8, 8)).feats   # per-stage (C, H, W)
 
 Names: everything in :data:`MODELS` (see :func:`names`), plus ``tv/<torchvision name>`` and
-``package.module:callable`` (see :mod:`autokd.models.wrap`).
+``package.module:callable`` (see :mod:`autokd.models.wrap`). Text models (``textcnn``, registry metadata
+``inputs="tokens"``) take token ids of ``input_shape = (seq_len,)``; :func:`example_input` builds a probe
+batch of the right dtype. :func:`prepare_student` applies a recipe's ``student.init`` (Net2Net) and
+``student.quantize`` to a built model.
 """
 
 from __future__ import annotations
