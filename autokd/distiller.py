@@ -149,6 +149,13 @@ class Distiller(nn.Module):
         for t in self.terms:
             t.loss.set_progress(epoch, total_epochs)
 
+    def finish(self) -> None:
+        """Call once after training: terms that trained something the student keeps fold it into the student
+        (e.g. ``embedding_encoding`` replaces the encoder by the small embedding table it computes). The trainer
+        calls it; in your own loop call it before exporting the student."""
+        for t in self.terms:
+            t.loss.finish(self.student)
+
     @torch.no_grad()
     def teacher_outputs(self, x: Tensor) -> Outputs:
         if self.teacher is None:

@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ._version import __version__
 from .errors import ConfigError
 from .files import atomic_write_text, format_validation_error, load_yaml
 
-__all__ = ["Recipe", "StudentSpec", "TermSpec", "SchemeSpec", "OptimSpec", "Provenance", "SCHEMA_VERSION"]
+__all__ = ["Recipe", "StudentSpec", "InitSpec", "QuantizeSpec", "TermSpec", "SchemeSpec", "OptimSpec", "Provenance",
+           "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
@@ -30,21 +39,62 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class InitSpec(_Strict):
+    """How the student's weights start (default: the family's random initialisation): an initialiser ``name``
+    (e.g. ``net2net``) and its parameters. A bare string is short for ``{name: <string>}``."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_values(v, "params")
+
+
+class QuantizeSpec(_Strict):
+    """Train the student fake-quantized: ``bits``-bit weights and layer inputs (quantization-aware training)."""
+
+    bits: int = Field(8, ge=1)
+
+
 class StudentSpec(_Strict):
-    """A model from the zoo: ``name`` plus keyword arguments of its factory (e.g. depth, width)."""
+    """A model from the zoo: ``name`` plus keyword arguments of its factory (e.g. depth, width); optionally how
+    its weights start (``init``) and whether it trains fake-quantized (``quantize``). Absent options are left out
+    of the YAML, so recipes without them read and hash as before."""
 
     name: str = Field(min_length=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    init: InitSpec | None = None
+    quantize: QuantizeSpec | None = None
 
     @field_validator("kwargs")
     @classmethod
     def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
         return _finite_values(v, "kwargs")
 
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler) -> dict[str, Any]:
+        out = handler(self)
+        for key in ("init", "quantize"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
     def label(self) -> str:
-        if not self.kwargs:
-            return self.name
-        return self.name + "(" + ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items())) + ")"
+        out = self.name
+        if self.kwargs:
+            out += "(" + ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items())) + ")"
+        if self.init is not None:
+            out += f"+{self.init.name}"
+        if self.quantize is not None:
+            out += f"+int{self.quantize.bits}"
+        return out
 
 
 class TermSpec(_Strict):

@@ -101,3 +101,19 @@ def test_distiller_with_three_arguments_for_logit_recipes():
     feat = Recipe.from_dict({**r.to_dict(), "terms": [{"loss": "at", "weight": 1.0}]})
     with pytest.raises(ConfigError, match="input_shape"):
         Distiller(teacher, models.from_spec(feat.student, 10, 1), feat)
+
+
+def test_student_init_and_quantize_are_optional_pure_data(tmp_path):
+    plain = _recipe()
+    assert "init" not in plain.to_dict()["student"] and "quantize" not in plain.to_dict()["student"]
+    r = Recipe.from_dict({"student": {"name": "cnn", "kwargs": {"width": 8}, "init": "net2net",
+                                      "quantize": {"bits": 4}}})
+    assert r.student.init.name == "net2net" and r.student.init.params == {} and r.student.quantize.bits == 4
+    assert r.student.label() == "cnn(width=8)+net2net+int4"
+    back = Recipe.load(r.dump(tmp_path / "r.yaml"))
+    assert back == r and back.to_dict()["student"]["init"] == {"name": "net2net", "params": {}}
+    for bad, match in [({"init": ""}, "init.name"), ({"init": {"name": "net2net", "noise": 1}}, "noise"),
+                       ({"quantize": {"bits": 4, "act": 8}}, "act"),
+                       ({"init": {"name": "net2net", "params": {"noise": float("nan")}}}, "finite")]:
+        with pytest.raises(ConfigError, match=match):
+            Recipe.from_dict({"student": {"name": "cnn", **bad}})

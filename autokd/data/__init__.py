@@ -5,12 +5,13 @@
 >>> for x, y, idx in b.loader("train", 64): ...
 
 Registered: ``digits`` (default, embedded), ``fake`` (synthetic), ``cifar10``, ``cifar100``,
-``imagefolder``. Nothing is downloaded unless ``download=True``.
+``imagefolder``, and ``fake_text`` (generated token sequences for text models). Nothing is downloaded unless
+``download=True``.
 """
 
 from __future__ import annotations
 
-from . import arrays, cifar, imagefolder  # noqa: F401  (register the builders)
+from . import arrays, cifar, imagefolder, text  # noqa: F401  (register the builders)
 from .base import DATASETS, SPLITS, DataBundle
 from .factory import create, names, options
 from .loading import ArrayDataset, BatchIterator, EpochDataLoader, IndexedDataset, make_loader

@@ -28,7 +28,8 @@ SPLITS = ("train", "val", "test", "train_eval")
 class DataBundle:
     """Train/val/test splits of one dataset plus what models and caches need to know about them.
 
-    Items of every split are ``(x: FloatTensor[C,H,W], y: int)``. ``train`` uses the train transform,
+    Items of every split are ``(x: FloatTensor[C,H,W], y: int)`` — or ``(x: LongTensor[seq_len], y)`` token
+    ids for text data, whose ``input_shape`` is ``(seq_len,)``. ``train`` uses the train transform,
     the others the eval transform; ``train_eval`` is ``train``'s samples (same order) with the eval
     transform. ``deterministic_train`` means ``train`` has no augmentation (teacher outputs over it can
     be cached once, keyed by ``info["fingerprint"]``).
@@ -39,7 +40,7 @@ class DataBundle:
     val: Dataset
     test: Dataset
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W) images, (seq_len,) token sequences
     deterministic_train: bool
     train_eval: Dataset
     info: dict[str, Any] = field(default_factory=dict)

@@ -49,6 +49,8 @@ class DistillLoss(nn.Module):
     #: Use :meth:`default_weight_for` / :meth:`weight_range_for` for a given pair of models.
     default_weight: ClassVar[float] = 1.0
     weight_range: ClassVar[tuple[float, float]] = (0.1, 10.0)
+    #: the inputs the method works on: ``"any"``, or ``"tokens"`` (text models with a token embedding table)
+    inputs: ClassVar[str] = "any"
 
     def __init__(
         self,
@@ -118,6 +120,10 @@ class DistillLoss(nn.Module):
     def pretrain(self, *, teacher_model: nn.Module, loader, device, epochs: int) -> None:
         """Optional stage run once before student training (e.g. Factor Transfer's paraphraser).
         ``loader`` yields (x, y, idx) training batches; the teacher is frozen."""
+
+    def finish(self, student: nn.Module) -> None:
+        """Called once after training (``Distiller.finish``): fold into ``student`` what the method trained for
+        it to keep (Mou et al.'s encoded embeddings), so the exported student is self-contained."""
 
     def student_head(self, student: nn.Module) -> nn.Module | None:
         """If the method's student needs parts of this loss at inference (SimKD: projector + the teacher's

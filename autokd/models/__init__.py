@@ -6,7 +6,10 @@
 >>> models.shapes(net, (1, 8, 8)).feats   # per-stage (C, H, W)
 
 Names: everything in :data:`MODELS` (see :func:`names`), plus ``tv/<torchvision name>`` and
-``package.module:callable`` (see :mod:`autokd.models.wrap`).
+``package.module:callable`` (see :mod:`autokd.models.wrap`). Text models (``textcnn``, registry metadata
+``inputs="tokens"``) take token ids of ``input_shape = (seq_len,)``; :func:`example_input` builds a probe
+batch of the right dtype. :func:`prepare_student` applies a recipe's ``student.init`` (Net2Net) and
+``student.quantize`` to a built model.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import cnn, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (register the families)
-from .base import MODELS, ZooModel, count_params, shapes
+from . import cnn, mobilenetv2, moonshine, resnet, shufflenetv2, text, vgg, wrn  # noqa: F401  (register the families)
+from .base import MODELS, ZooModel, count_params, example_input, shapes
+from .prepare import STUDENT_INITS, check_student_options, needs_calibration, prepare_student
 from .wrap import FeatureWrapper, discover_stages, torchvision_model, user_model
 
 __all__ = [
@@ -27,7 +31,12 @@ __all__ = [
     "from_spec",
     "names",
     "shapes",
+    "example_input",
     "count_params",
+    "prepare_student",
+    "check_student_options",
+    "needs_calibration",
+    "STUDENT_INITS",
     "ZooModel",
     "FeatureWrapper",
     "discover_stages",

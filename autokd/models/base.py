@@ -18,6 +18,7 @@ __all__ = [
     "ZooModel",
     "MaybeMaxPool2d",
     "shapes",
+    "example_input",
     "count_params",
     "check_int",
     "check_positive",
@@ -35,6 +36,8 @@ class ZooModel(nn.Module):
     """
 
     classifier: nn.Linear
+    #: dtype of the inputs ``forward`` takes: float images, or ``torch.long`` token ids (text models)
+    input_dtype: torch.dtype = torch.float32
 
     def __init__(self, num_classes: int, embedding_dim: int) -> None:
         super().__init__()
@@ -77,19 +80,30 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+def example_input(model: nn.Module, input_shape: tuple[int, ...] | list[int], batch: int = 2) -> Tensor:
+    """A batch of zeros that ``model`` accepts: ``(batch, *input_shape)`` on the model's device, in its float
+    dtype for images, or ``torch.long`` token ids (all id 0) for models whose ``input_dtype`` is an integer
+    type (text models; their ``input_shape`` is ``(seq_len,)``)."""
+    device, dtype = _device_dtype(model)
+    wanted = getattr(model, "input_dtype", None)
+    if isinstance(wanted, torch.dtype) and not wanted.is_floating_point:
+        dtype = wanted
+    return torch.zeros((batch, *(int(s) for s in input_shape)), device=device, dtype=dtype)
+
+
 def shapes(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Shapes:
-    """Probe ``model.forward_outputs`` with a batch of 2 zeros of ``input_shape`` (C, H, W).
+    """Probe ``model.forward_outputs`` with a batch of 2 zeros of ``input_shape`` (C, H, W), or token ids of
+    ``(seq_len,)`` for text models (see :func:`example_input`).
 
     Runs in eval mode under ``torch.no_grad`` on the model's device; every submodule's train/eval mode is
     restored afterwards.
     """
     input_shape = tuple(int(s) for s in input_shape)
-    device, dtype = _device_dtype(model)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with torch.no_grad():
-            out = model.forward_outputs(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+            out = model.forward_outputs(example_input(model, input_shape))
     finally:
         for m, training in modes:
             m.training = training

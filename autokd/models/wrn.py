@@ -12,6 +12,8 @@ or the final BN, applies anyway, so nothing is computed twice) and ``preacts[i]`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -19,18 +21,27 @@ from ..errors import ConfigError
 from ..outputs import Outputs
 from .base import MODELS, ZooModel, check_int, kaiming_init
 
-__all__ = ["WideBasicBlock", "WideResNet", "wrn"]
+__all__ = ["WideBasicBlock", "WideResNet", "wrn", "conv3x3"]
+
+#: ``conv(in_planes, out_planes, stride) -> module``: what a block uses for its two 3×3 convolutions
+ConvFactory = Callable[[int, int, int], nn.Module]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
 
 
 class WideBasicBlock(nn.Module):
-    """Pre-activation basic block; the projection shortcut (if any) takes the activated input, as in CRD."""
+    """Pre-activation basic block; the projection shortcut (if any) takes the activated input, as in CRD.
+    ``conv`` builds the two 3×3 convolutions (Moonshine swaps in cheap ones; the shortcut stays a 1×1 conv)."""
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0) -> None:
+    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0,
+                 conv: ConvFactory = conv3x3) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = conv(in_planes, out_planes, stride)
         self.bn2 = nn.BatchNorm2d(out_planes)
-        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
+        self.conv2 = conv(out_planes, out_planes, 1)
         self.drop_rate = drop_rate
         self.shortcut: nn.Module | None = None
         if in_planes != out_planes or stride != 1:
@@ -50,12 +61,13 @@ class WideBasicBlock(nn.Module):
 class NetworkBlock(nn.Module):
     """A group of :class:`WideBasicBlock` (CRD's name)."""
 
-    def __init__(self, n: int, in_planes: int, out_planes: int, stride: int, drop_rate: float) -> None:
+    def __init__(self, n: int, in_planes: int, out_planes: int, stride: int, drop_rate: float,
+                 conv: ConvFactory = conv3x3) -> None:
         super().__init__()
         self.layer = nn.Sequential(
             *[
                 WideBasicBlock(
-                    in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate
+                    in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate, conv
                 )
                 for i in range(n)
             ]
@@ -78,15 +90,16 @@ class WideResNet(ZooModel):
         drop_rate: float = 0.0,
         num_classes: int = 100,
         in_channels: int = 3,
+        conv: ConvFactory = conv3x3,
     ) -> None:
         n = (depth - 4) // 6
         ch = [16, 16 * widen, 32 * widen, 64 * widen]
         super().__init__(num_classes, ch[3])
         self.depth, self.widen = depth, widen
         self.conv1 = nn.Conv2d(in_channels, ch[0], 3, stride=1, padding=1, bias=False)
-        self.block1 = NetworkBlock(n, ch[0], ch[1], 1, drop_rate)
-        self.block2 = NetworkBlock(n, ch[1], ch[2], 2, drop_rate)
-        self.block3 = NetworkBlock(n, ch[2], ch[3], 2, drop_rate)
+        self.block1 = NetworkBlock(n, ch[0], ch[1], 1, drop_rate, conv)
+        self.block2 = NetworkBlock(n, ch[1], ch[2], 2, drop_rate, conv)
+        self.block3 = NetworkBlock(n, ch[2], ch[3], 2, drop_rate, conv)
         self.bn1 = nn.BatchNorm2d(ch[3])
         self.classifier = nn.Linear(ch[3], num_classes)
         kaiming_init(self)

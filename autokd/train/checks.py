@@ -31,6 +31,9 @@ def check_recipe(recipe: Recipe, source: str | None = None) -> Recipe:
     try:
         check_student(recipe.student.name, recipe.student.kwargs, "student")
         out = recipe.model_copy(deep=True)
+        init_params, _ = models.check_student_options(out.student)  # student.init / student.quantize
+        if init_params is not None:
+            out.student.init.params = init_params
         for i, term in enumerate(out.terms):
             cls = losses.LOSSES.get(term.loss, where=f"terms[{i}].loss")
             term.params = cls.resolve_hparams(term.params)

@@ -80,14 +80,14 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def measure_model(model: nn.Module, input_shape, repeats: int = 20) -> dict[str, float]:
-    """Parameters, FLOPs per image (torch's FlopCounterMode; 2 FLOPs per multiply-add) and CPU latency
-    per image in ms (median of ``repeats`` batch-1 forwards on a CPU copy, eval mode)."""
+    """Parameters, FLOPs per sample (torch's FlopCounterMode; 2 FLOPs per multiply-add) and CPU latency
+    per sample in ms (median of ``repeats`` batch-1 forwards on a CPU copy, eval mode)."""
     import copy
 
     from torch.utils.flop_counter import FlopCounterMode
 
     m = copy.deepcopy(model).cpu().eval()
-    x = torch.zeros(1, *input_shape)
+    x = models.example_input(m, input_shape, batch=1)  # float zeros, or token ids for text models
     with FlopCounterMode(display=False) as fc:
         m(x)
     flops = int(fc.get_total_flops())
@@ -213,6 +213,9 @@ class Trainer:
         scheme = schemes.create(recipe.scheme.name, **recipe.scheme.params)
         torch.manual_seed(recipe.seed)
         student = models.from_spec(recipe.student, self.data.num_classes, self.data.input_shape[0])
+        # student.init (e.g. Net2Net from the teacher) and student.quantize, applied here and nowhere else
+        calib = self._calibration_inputs() if models.needs_calibration(recipe.student) else None
+        student = models.prepare_student(student, recipe.student, teacher=self.teacher, calib=calib)
         context = {"num_samples": len(self.data.train), "num_classes": self.data.num_classes,
                    "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir,
                    "batch_size": recipe.optim.batch_size}
@@ -278,6 +281,7 @@ class Trainer:
             if report is not None and report(epoch, acc):
                 stopped = True
                 break
+        distiller.finish()  # terms fold what they trained for the student into it (e.g. an encoded embedding)
         metrics: dict[str, Any] = {
             f"{eval_split}_acc": history[-1][f"{eval_split}_acc"],
             f"best_{eval_split}_acc": max(h[f"{eval_split}_acc"] for h in history),
@@ -302,6 +306,12 @@ class Trainer:
         """A teacher source over a frozen helper model: its outputs cached by sample index under
         ``key`` when the training transform is deterministic, else computed online."""
         return make_teacher_source("auto", model, self.data, self.device, cache_dir=self.cache_dir, key=key)
+
+    def _calibration_inputs(self, n: int = 256) -> torch.Tensor:
+        """The first ``n`` training inputs (eval transform): statistics for a student's inserted layers and
+        quantizer ranges."""
+        x, _, _ = next(iter(self.data.loader("train_eval", n, shuffle=False)))
+        return x
 
     def _source_outputs(self, x: torch.Tensor, idx: torch.Tensor, needs_feats: bool):
         """The teacher source's outputs for a batch (``None`` without a source: the distiller runs its teacher)."""

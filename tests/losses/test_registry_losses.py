@@ -10,13 +10,24 @@ from autokd.errors import ConfigError, UnknownNameError
 from autokd.outputs import Outputs
 
 IN_SHAPE = (1, 8, 8)
+TOKEN_SHAPE = (12,)  # losses declaring inputs = "tokens" run on text models over token ids
 
 
-def _pair():
+def _pair(name=None):
     torch.manual_seed(0)
+    if name is not None and losses.get(name).inputs == "tokens":
+        s = models.create("textcnn", 10, vocab_size=30, embed_dim=4, channels=8)
+        t = models.create("textcnn", 10, vocab_size=30, embed_dim=16, channels=16)
+        return s, t
     s = models.create("cnn", 10, in_channels=1, width=4)
     t = models.create("cnn", 10, in_channels=1, width=8)
     return s, t
+
+
+def _inputs(name, n=16):
+    if losses.get(name).inputs == "tokens":
+        return torch.randint(0, 30, (n, *TOKEN_SHAPE)), TOKEN_SHAPE
+    return torch.randn(n, *IN_SHAPE), IN_SHAPE
 
 
 def _build(name, s, t):
@@ -24,8 +35,9 @@ def _build(name, s, t):
     kw = {}
     if cls.level != "logit" or "feats" in cls.needs:
         kw["pairs"] = None
-    loss = losses.create(name, student=models.shapes(s, IN_SHAPE), teacher=models.shapes(t, IN_SHAPE), **kw)
-    loss.setup(teacher_model=t, student_model=s, num_samples=16, num_classes=10, input_shape=IN_SHAPE,
+    shape = _inputs(name, 1)[1]
+    loss = losses.create(name, student=models.shapes(s, shape), teacher=models.shapes(t, shape), **kw)
+    loss.setup(teacher_model=t, student_model=s, num_samples=16, num_classes=10, input_shape=shape,
                cache_dir=None)
     return loss
 
@@ -36,8 +48,8 @@ def _scaled(out: Outputs, scale: float) -> Outputs:
 
 @pytest.mark.parametrize("name", losses.names())
 def test_scalar_finite_and_teacher_gets_no_grad(name):
-    s, t = _pair()
-    x = torch.randn(16, *IN_SHAPE)
+    s, t = _pair(name)
+    x, _ = _inputs(name)
     y = torch.randint(0, 10, (16,))
     loss = _build(name, s, t)
     t_out = t.forward_outputs(x)  # NOT detached: the loss must not push gradients into the teacher
@@ -75,6 +87,7 @@ def test_logit_losses_stable_at_extremes(name, temperature, magnitude):
 def test_declares_paper_and_hparams(name):
     cls = losses.get(name)
     assert cls.paper and cls.name == name
+    assert cls.inputs in ("any", "tokens")
     for k, h in cls.hparams.items():
         assert k == k.lower() and " " not in k
         if h.kind in ("float", "int"):

@@ -16,6 +16,9 @@ from autokd.outputs import Outputs, Shapes
 TV_NAMES = ["tv/resnet18", "tv/mobilenet_v3_small"]
 INPUTS = [(1, 8, 8), (3, 32, 32)]
 K = 7
+# models on token ids (text) take (seq_len,) inputs: they get their own contract test below
+TOKEN_NAMES = [n for n in models.names() if models.MODELS.meta(n).get("inputs") == "tokens"]
+IMAGE_NAMES = [n for n in models.names() if n not in TOKEN_NAMES]
 
 
 def _model(name: str, in_channels: int) -> nn.Module:
@@ -30,7 +33,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("shape", INPUTS, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", models.names() + TV_NAMES)
+@pytest.mark.parametrize("name", IMAGE_NAMES + TV_NAMES)
 def test_contract(name: str, shape: tuple[int, int, int]) -> None:
     model = _model(name, shape[0])
     zoo = not name.startswith("tv/")
@@ -76,13 +79,40 @@ def test_contract(name: str, shape: tuple[int, int, int]) -> None:
     assert s.preacts == tuple(tuple(p.shape[1:]) for p in out.preacts)
 
 
+@pytest.mark.parametrize("seq_len", [1, 12])
+@pytest.mark.parametrize("name", TOKEN_NAMES)
+def test_token_contract(name: str, seq_len: int) -> None:
+    model = _model(name, seq_len)  # the trainer passes input_shape[0] = seq_len as in_channels: unused
+    assert not model.input_dtype.is_floating_point
+    vocab = model.token_embedding.num_embeddings
+    x = torch.randint(0, vocab, (3, seq_len), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model.forward_outputs(x)
+        logits = model(x)
+    assert out.logits.shape == (3, K) and _close(logits, out.logits)
+    assert out.feats and len(out.preacts) == len(out.feats)
+    for f, p in zip(out.feats, out.preacts, strict=True):
+        assert f.shape[0] == 3 and f.shape[2:] == (seq_len, 1) and p.shape == f.shape
+        assert _close(f, p) or _close(f, F.relu(p))
+    assert _close(out.feats[0].squeeze(-1).transpose(1, 2), model.token_embedding(x))  # stage 0 = embedded
+    assert _close(out.embedding, out.feats[-1].mean(dim=(2, 3)))
+    assert _close(out.logits, model.classifier(out.embedding))
+    s = models.shapes(model, (seq_len,))  # probed with token ids (all 0), not float zeros
+    assert s.input_shape == (seq_len,) and s.feats == tuple(tuple(f.shape[1:]) for f in out.feats)
+    with pytest.raises(ConfigError, match="token ids"):
+        model(torch.zeros(3, seq_len))
+    with pytest.raises(ConfigError, match="vocab_size"):
+        model(torch.full((3, seq_len), vocab))
+
+
 def test_names_and_metadata() -> None:
     names = models.names()
     expected = {
         "resnet", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
         "resnet8x4", "resnet32x4", "wrn", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
         "vgg", "vgg8", "vgg11", "vgg13", "mobilenetv2", "mobilenetv2_x0_5", "shufflenetv2",
-        "cnn", "cnn_w2", "cnn_w4", "cnn_w8", "cnn_w32",
+        "cnn", "cnn_w2", "cnn_w4", "cnn_w8", "cnn_w32", "moonshine", "moonshine_40_2_g8b2", "moonshine_40_2_b4",
+        "moonshine_40_2_dconv", "moonshine_16_2_g4b2", "textcnn", "textcnn_e64", "textcnn_e8",
     }  # fmt: skip
     assert expected <= set(names)
     assert names == sorted(names)
@@ -190,6 +220,12 @@ def test_family_builders() -> None:
         ("shufflenetv2", {"width_mult": 0.7}, "width_mult"),
         ("cnn", {"depth": 0}, "depth"),
         ("cnn", {"width": True}, "width"),
+        ("cnn", {"convs": 5}, "convs"),
+        ("moonshine", {"depth": 17}, "depth"),
+        ("moonshine", {"group_size": 3}, "group_size"),
+        ("moonshine", {"widen": 1, "bottleneck": 32}, "bottleneck"),
+        ("textcnn", {"kernel_size": 2}, "kernel_size"),
+        ("textcnn", {"vocab_size": 0}, "vocab_size"),
         ("resnet20", {"width": 8}, "width"),
         ("resnet", {"dept": 20}, "dept"),
     ],
