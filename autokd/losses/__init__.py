@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     logit,
     primitives,
     relation,
+    vit,
 )
 from .base import LOSSES, DistillLoss, HParam, Pairs, register
 

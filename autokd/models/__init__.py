@@ -5,8 +5,8 @@
 >>> out = net.forward_outputs(x)          # Outputs(logits, feats, preacts, embedding)
 >>> models.shapes(net, (1, 8, 8)).feats   # per-stage (C, H, W)
 
-Names: everything in :data:`MODELS` (see :func:`names`), plus ``tv/<torchvision name>`` and
-``package.module:callable`` (see :mod:`autokd.models.wrap`).
+Names: everything in :data:`MODELS` (see :func:`names`; transformers in :mod:`autokd.models.vit`), plus
+``tv/<torchvision name>`` and ``package.module:callable`` (see :mod:`autokd.models.wrap`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import cnn, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (register the families)
-from .base import MODELS, ZooModel, count_params, shapes
+
+# importing each family registers its models
+from . import cnn, involution, mobilenetv2, resnet, shufflenetv2, vgg, vit, wrn  # noqa: F401
+from .base import MODELS, ZooModel, count_params, flop_counter, shapes
 from .wrap import FeatureWrapper, discover_stages, torchvision_model, user_model
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "names",
     "shapes",
     "count_params",
+    "flop_counter",
     "ZooModel",
     "FeatureWrapper",
     "discover_stages",

@@ -65,7 +65,7 @@ class CachedTeacher(TeacherSource):
         if path is not None and path.is_file():
             try:
                 d = torch.load(path, map_location=self.device, weights_only=True)
-                return Outputs(d["logits"], list(d["feats"]), list(d["preacts"]), d["embedding"])
+                return Outputs.from_state(d)
             except Exception:  # a corrupt cache is recomputed, never trusted
                 pass
         self.model.eval()
@@ -79,8 +79,7 @@ class CachedTeacher(TeacherSource):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            torch.save({"logits": out.logits, "feats": out.feats, "preacts": out.preacts,
-                        "embedding": out.embedding}, tmp)
+            torch.save(out.state(), tmp)
             tmp.replace(path)
         return out
 
