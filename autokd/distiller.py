@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["Distiller", "Term", "Step"]
 
 #: what a term may need without the models' stage shapes being probed (no connectors)
-_SHAPELESS_NEEDS = frozenset({"logits", "index", "input"})
+_SHAPELESS_NEEDS = frozenset({"logits", "index", "input", "heads", "tokens", "helper_teachers"})
+#: what makes the distiller run ``forward_outputs`` instead of the plain ``forward``
+_OUTPUT_NEEDS = frozenset({"feats", "preacts", "embedding", "heads", "tokens", "attention"})
 
 
 class Term(nn.Module):
@@ -89,6 +91,9 @@ class Distiller(nn.Module):
 
     ``context`` is handed to every term's ``setup`` besides the two models: e.g. ``num_samples`` (training-set
     size, for memory banks such as CRD's). The trainer fills it; in your own loop pass what your terms need.
+
+    CE applies to the student's prediction ``Outputs.logits``, or to the head a term names in ``task_head``
+    (DeiT, CiT: the class-token head, while their own terms train the distillation heads).
     """
 
     def __init__(
@@ -110,6 +115,11 @@ class Distiller(nn.Module):
         self.terms = terms
         self.ce_weight = float(recipe.ce_weight)
         self.needs = frozenset().union(*(t.loss.needs for t in terms)) if len(terms) else frozenset()
+        heads = sorted({t.loss.task_head for t in terms if t.loss.task_head})
+        if len(heads) > 1:
+            raise ConfigError(f"terms ask for cross-entropy on different student heads {heads}; combine at most "
+                              "one of those terms")
+        self.task_head: str | None = heads[0] if heads else None
         ctx = {"teacher_model": teacher, "student_model": student, **(context or {})}
         for t in terms:
             t.loss.setup(**ctx)
@@ -134,7 +144,7 @@ class Distiller(nn.Module):
 
     @property
     def needs_feats(self) -> bool:
-        return bool(self.needs & {"feats", "preacts", "embedding"})
+        return bool(self.needs & _OUTPUT_NEEDS) or self.task_head is not None
 
     def inference_model(self) -> nn.Module:
         """The model to evaluate and export: the student, or the student wrapped by a term that the student
@@ -182,7 +192,12 @@ class Distiller(nn.Module):
         full = full_outputs or self.needs_feats
         s_out = self.student.forward_outputs(x) if full else Outputs(logits=self.student(x))
         out: dict[str, Tensor] = {}
-        ce = F.cross_entropy(s_out.logits.float(), y)
+        task_logits = s_out.logits
+        if self.task_head is not None:
+            if self.task_head not in s_out.heads:
+                raise ConfigError(f"the student has no head {self.task_head!r} (its heads: {sorted(s_out.heads)})")
+            task_logits = s_out.heads[self.task_head]
+        ce = F.cross_entropy(task_logits.float(), y)
         out["ce"] = ce
         task = self.ce_weight * ce
         distill = torch.zeros((), device=ce.device)

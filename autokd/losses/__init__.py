@@ -24,6 +24,7 @@ from . import (  # noqa: F401
     ranking,
     relation,
     svd,
+    vit,
 )
 from .base import LOSSES, DistillLoss, HParam, Pairs, register
 

@@ -24,6 +24,10 @@ NEEDS = frozenset(
         "index",  # dataset indices of the batch samples, passed as ``index=``
         "input",  # the input batch, passed as ``x=``
         "teacher_model",  # the teacher nn.Module, passed once through ``setup(teacher_model=...)``
+        "heads",  # Outputs.heads (a transformer's individual classifier heads, e.g. DeiT's distillation head)
+        "tokens",  # Outputs.tokens (a transformer's class-like tokens)
+        "attention",  # Outputs.attention (each transformer block's Q, K, V)
+        "helper_teachers",  # extra frozen teachers, obtained in ``setup`` from ``helper_teacher(name, kwargs)``
     }
 )
 
@@ -51,6 +55,9 @@ class DistillLoss(nn.Module):
     weight_range: ClassVar[tuple[float, float]] = (0.1, 10.0)
     #: the inputs the method works on: ``"any"``, or ``"tokens"`` (text models with a token embedding table)
     inputs: ClassVar[str] = "any"
+    #: the name of the student head (``Outputs.heads``) the recipe's cross-entropy applies to instead of the
+    #: fused prediction ``Outputs.logits``; ``None`` = the prediction (e.g. DeiT: CE on the class head only)
+    task_head: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -103,8 +110,10 @@ class DistillLoss(nn.Module):
     def setup(self, **context: Any) -> None:
         """Receive run-wide context once before training: ``teacher_model``, ``student_model`` and, from the
         trainer, ``num_samples`` (training-set size), ``num_classes``, ``input_shape``, ``cache_dir``,
-        ``batch_size``.
-        Implementations take what they need and ignore the rest."""
+        ``batch_size`` and ``helper_teacher``: ``helper_teacher(name, kwargs=None, epochs=None) -> nn.Module``
+        returns a frozen zoo model trained once with CE on the teacher's training data and cached (a loss that
+        needs teachers besides the study's declares ``helper_teachers`` in ``needs``, e.g. CiT's involution
+        teacher). Implementations take what they need and ignore the rest."""
 
     def resolve_pairs(self, default: str = "last") -> Pairs:
         """The (teacher stage, student stage) pairs to use: the given ``pairs``, else the method's default:

@@ -5,11 +5,11 @@
 >>> out = net.forward_outputs(x)          # Outputs(logits, feats, preacts, embedding)
 >>> models.shapes(net, (1, 8, 8)).feats   # per-stage (C, H, W)
 
-Names: everything in :data:`MODELS` (see :func:`names`), plus ``tv/<torchvision name>`` and
-``package.module:callable`` (see :mod:`autokd.models.wrap`). Text models (``textcnn``, registry metadata
-``inputs="tokens"``) take token ids of ``input_shape = (seq_len,)``; :func:`example_input` builds a probe
-batch of the right dtype. :func:`prepare_student` applies a recipe's ``student.init`` (Net2Net) and
-``student.quantize`` to a built model.
+Names: everything in :data:`MODELS` (see :func:`names`; transformers in :mod:`autokd.models.vit`), plus
+``tv/<torchvision name>`` and ``package.module:callable`` (see :mod:`autokd.models.wrap`). Text models
+(``textcnn``, registry metadata ``inputs="tokens"``) take token ids of ``input_shape = (seq_len,)``;
+:func:`example_input` builds a probe batch of the right dtype. :func:`prepare_student` applies a recipe's
+``student.init`` (Net2Net) and ``student.quantize`` to a built model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,21 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-from . import cnn, mobilenetv2, moonshine, resnet, shufflenetv2, text, vgg, wrn  # noqa: F401  (register the families)
-from .base import MODELS, ZooModel, count_params, example_input, shapes
+
+# importing each family registers its models
+from . import (  # noqa: F401
+    cnn,
+    involution,
+    mobilenetv2,
+    moonshine,
+    resnet,
+    shufflenetv2,
+    text,
+    vgg,
+    vit,
+    wrn,
+)
+from .base import MODELS, ZooModel, count_params, example_input, flop_counter, shapes
 from .prepare import STUDENT_INITS, check_student_options, needs_calibration, prepare_student
 from .wrap import FeatureWrapper, discover_stages, torchvision_model, user_model
 
@@ -37,6 +50,7 @@ __all__ = [
     "check_student_options",
     "needs_calibration",
     "STUDENT_INITS",
+    "flop_counter",
     "ZooModel",
     "FeatureWrapper",
     "discover_stages",

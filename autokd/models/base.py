@@ -23,6 +23,7 @@ __all__ = [
     "check_int",
     "check_positive",
     "check_choice",
+    "flop_counter",
 ]
 
 MODELS: Registry = Registry("model")
@@ -108,6 +109,20 @@ def shapes(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Shapes
         for m, training in modes:
             m.training = training
     return Shapes.of(out, input_shape)
+
+
+def flop_counter():
+    """``torch.utils.flop_counter.FlopCounterMode(display=False)`` that also counts torch's fused CPU attention
+    kernel (``F.scaled_dot_product_attention`` on CPU dispatches to an op the counter does not know, which it
+    would count as 0 FLOPs) with the counter's own formula for attention (4·N·heads·L²·d)."""
+    import torch.utils.flop_counter as fc
+
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    def sdpa(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    mapping = {cpu_sdpa: sdpa} if cpu_sdpa is not None and cpu_sdpa not in fc.flop_registry else {}
+    return fc.FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def count_params(model: nn.Module) -> int:

@@ -13,6 +13,11 @@ code and mdistiller initialise their connectors.
 Helpers shared by the feature losses: :func:`match_spatial` (resize one map), :func:`pool_to_smaller` (CRD's
 convention for parameter-free losses: pool whichever of two maps is larger down to the smaller size, never
 upsample) and :func:`feature_pairs_shapes`.
+
+Transformers: a block's patch tokens (N, L, D) are laid out as a (N, D, H', W') feature map by
+:func:`tokens_to_map` (class-like tokens left out; :func:`map_to_tokens` is its inverse), which is how
+transformer models report ``Outputs.feats``; every connector above then maps tokens to feature maps and back
+(CNN <-> ViT): the channel axis is the embedding, the spatial axes the patch grid.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ __all__ = [
     "HintRegressor",
     "make_connector",
     "feature_pairs_shapes",
+    "tokens_to_map",
+    "map_to_tokens",
 ]
 
 
@@ -41,6 +48,18 @@ def match_spatial(x: Tensor, size: Sequence[int]) -> Tensor:
     if x.shape[-2] >= h and x.shape[-1] >= w:
         return F.adaptive_avg_pool2d(x, (h, w))
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def tokens_to_map(tokens: Tensor, grid: Sequence[int], prefix: int = 0) -> Tensor:
+    """(N, prefix + H'·W', D) tokens -> the (N, D, H', W') map of the patch tokens (row-major grid order)."""
+    n, _, d = tokens.shape
+    h, w = int(grid[0]), int(grid[1])
+    return tokens[:, prefix:].transpose(1, 2).reshape(n, d, h, w)
+
+
+def map_to_tokens(fmap: Tensor) -> Tensor:
+    """(N, C, H, W) map -> (N, H·W, C) tokens in row-major order (the inverse of :func:`tokens_to_map`)."""
+    return fmap.flatten(2).transpose(1, 2)
 
 
 def pool_to_smaller(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,7 +5,9 @@
 - ``package.module:callable``: a user factory, imported with :mod:`importlib` and called with
   ``num_classes=`` (and ``in_channels=`` when its signature names it; otherwise the first conv is rebuilt).
 - :class:`FeatureWrapper`: gives any ``nn.Module`` classifier ``forward_outputs`` with stage features found
-  by forward hooks (automatic discovery, overridable with ``stages=``).
+  by forward hooks (automatic discovery, overridable with ``stages=``). Transformers (``tv/vit_*``): the
+  stages are the transformer blocks, their (N, L, D) token outputs are reported as patch grids and each
+  block's Q, K, V are captured on its attention's projection (see :mod:`autokd.models.tokens`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _Av
 from ..errors import ConfigError, UnknownNameError
 from ..outputs import Outputs
 from .base import _device_dtype
+from .connectors import tokens_to_map
+from .tokens import QKVCapture, attention_of, is_attention, token_grid, transformer_blocks
 
 __all__ = ["FeatureWrapper", "discover_stages", "set_in_channels", "torchvision_model", "user_model"]
 
@@ -95,7 +99,9 @@ def _res(t: Any) -> tuple[int, int] | None:
 def discover_stages(model: nn.Module, example: Tensor, classifier: nn.Module | None = None) -> list[str]:
     """Names (as in ``named_modules``) of the stage modules of ``model`` for inputs like ``example``.
 
-    Runs ``example`` once (eval mode, no grad) with forward hooks on every submodule and records, in
+    Transformers: the modules that directly contain an attention module (``nn.MultiheadAttention`` or a fused
+    ``qkv`` projection), i.e. the transformer blocks (:func:`~autokd.models.tokens.transformer_blocks`), one
+    stage each. Other models: runs ``example`` once (eval mode, no grad) with forward hooks on every submodule and records, in
     completion order, each module's 4-D tensor output until ``classifier`` starts. Then:
 
     1. Candidates are modules that ran exactly once (shared activations are ambiguous), are not
@@ -109,6 +115,9 @@ def discover_stages(model: nn.Module, example: Tensor, classifier: nn.Module | N
        (``layer1``) finishes after its children (``layer1.1.conv2``), so top-level blocks win.
     4. Only a shallow→deep chain of non-increasing resolutions ending at the deepest map is kept.
     """
+    blocks = transformer_blocks(model)
+    if blocks:
+        return blocks
     records: list[tuple[str, nn.Module, tuple[int, int] | None, tuple[int, int]]] = []
     calls: dict[str, int] = {}
     state = {"head": False}
@@ -173,7 +182,10 @@ class FeatureWrapper(nn.Module):
       ``GoogLeNetOutputs`` are reduced to their logits).
     - ``forward_outputs(x)``: :class:`~autokd.outputs.Outputs` with ``feats`` = outputs of the stage modules
       (captured by forward hooks registered for that call only), ``preacts`` = ``feats`` and ``embedding`` =
-      the input of the classifier (captured by a forward pre-hook).
+      the input of the classifier (captured by a forward pre-hook). A stage output of token sequences
+      (N, L, D) is laid out as its (N, D, H', W') patch grid, the leading class-like tokens found by
+      :func:`~autokd.models.tokens.token_grid`; ``tokens['cls']`` is then the last stage's first token (before
+      any final norm) and ``attention`` the stage blocks' Q, K, V.
     - ``classifier``: the last ``nn.Linear`` in ``named_modules`` order unless given (a name or a module).
     - ``stages``: module names; ``None`` discovers them per input shape with :func:`discover_stages` (one
       extra probe forward the first time a new (C, H, W) is seen). Note that the discovered stages depend on
@@ -254,12 +266,14 @@ class FeatureWrapper(nn.Module):
         def pre_hook(_mod: nn.Module, inp: tuple[Any, ...]) -> None:
             captured[""] = inp[0]
 
+        blocks = [m for m in map(self.model.get_submodule, names) if any(is_attention(c) for c in m.children())]
         handles = []
         try:
             for name in names:
                 handles.append(self.model.get_submodule(name).register_forward_hook(make_hook(name)))
             handles.append(self.classifier.register_forward_pre_hook(pre_hook))
-            logits = _as_logits(self.model(x))
+            with QKVCapture([attention_of(b) for b in blocks]) as cap:
+                logits = _as_logits(self.model(x))
         finally:
             for h in handles:
                 h.remove()
@@ -273,8 +287,16 @@ class FeatureWrapper(nn.Module):
         emb = captured[""]
         if emb.dim() != 2:
             emb = emb.reshape(emb.shape[0], -1)
-        feats = [captured[n] for n in names]
-        return Outputs(logits=logits, feats=feats, preacts=list(feats), embedding=emb)
+        feats, tokens = [], {}
+        for n in names:
+            t = captured[n]
+            if t.dim() == 3:  # transformer tokens -> patch grid
+                prefix, h, w = token_grid(t.shape[1], x.shape[-2:])
+                tokens = {"cls": t[:, 0]} if prefix else {}
+                t = tokens_to_map(t, (h, w), prefix)
+            feats.append(t)
+        return Outputs(logits=logits, feats=feats, preacts=list(feats), embedding=emb, tokens=tokens,
+                       attention=cap.result() if blocks else [])
 
     def extra_repr(self) -> str:
         return f"classifier={self.classifier_name!r}, stages={self.stages if self.stages is not None else 'auto'}"

@@ -15,6 +15,10 @@ similar = predicted better distilled accuracy), so students of any width and res
 
 ``diswot`` = semantic + relation (each a negative distance, summed as in the paper). BN: the student runs
 in train mode (batch statistics) on the proxy's private copy, the teacher in eval mode.
+
+Transformer candidates: the embedding is the class token and the last stage is the last block's patch grid
+(see :class:`~autokd.outputs.Outputs`); with distillation heads the logits are their fusion, so ``g`` is then
+the gradient with respect to a classifier on the class token standing in for the fused heads.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 
 Conventions shared by all four: ``L`` is the batch-mean cross-entropy of the student's logits on the one
 labelled batch; the scored parameters are the weights of every conv and linear layer (not biases, not BN);
-BN runs in train mode (batch statistics), on the proxy's private copy of the student.
+BN runs in train mode (batch statistics), on the proxy's private copy of the student. Transformers: linear
+layers act on token sequences (N, L, D), whose channel axis is the last one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .base import PROXIES, Proxy, outputs_of, prunable_layers
 
@@ -64,13 +66,18 @@ class Grasp(Proxy):
 
     Sign: Abdelfattah et al.'s network-level aggregation of GraSP's saliency ``-θ ⊙ Hg`` (kept as they
     report it; its correlation with accuracy is weak in their study and may be negative here). BN: train
-    mode.
+    mode. Attention runs on the math kernel of ``F.scaled_dot_product_attention`` (the fused CPU/GPU kernels
+    have no second derivative; the math kernel computes the same attention).
     """
 
     name = "grasp"
     paper = "Wang et al., ICLR 2020"
 
     def score(self, model, teacher, x, y) -> float:
+        with sdpa_kernel([SDPBackend.MATH]):
+            return self._score(model, x, y)
+
+    def _score(self, model, x, y) -> float:
         weights, g0 = _weight_grads(model, x, y)
         g0 = [g.detach() for g in g0]
         _, g1 = _weight_grads(model, x, y, create_graph=True)
@@ -86,7 +93,8 @@ class Fisher(Proxy):
     ``g = ∂L/∂a``: ``0.5 · mean_n (Σ_{h,w} a_{nchw} g_{nchw})²``, summed over channels and layers.
 
     Sign: as published (higher = better). BN: train mode. Activations are the conv/linear outputs,
-    captured by forward hooks on the private copy.
+    captured by forward hooks on the private copy; the channel axis is 1 for convs and the last axis for linear
+    layers (on token sequences (N, L, D) the sum runs over the L tokens).
     """
 
     name = "fisher"
@@ -95,9 +103,9 @@ class Fisher(Proxy):
     def score(self, model, teacher, x, y) -> float:
         acts: list[Tensor] = []
 
-        def keep(_m, _inp, out):
+        def keep(m, _inp, out):
             if isinstance(out, Tensor) and out.requires_grad:
-                acts.append(out)
+                acts.append(out.movedim(-1, 1) if isinstance(m, nn.Linear) and out.dim() > 2 else out)
 
         handles = [m.register_forward_hook(keep) for m in prunable_layers(model)]
         try:

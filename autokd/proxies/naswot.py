@@ -14,12 +14,14 @@ from .base import PROXIES, Proxy, outputs_of
 
 __all__ = ["NASWOT", "JacobCov", "ReluCodes", "naswot_logdet"]
 
+#: activations whose output is > 0 exactly where their input is (GELU: transformer MLPs), so ``out > 0`` is the
+#: unit's binary code
 _RELU_LIKE = (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
-              F.relu6, F.hardtanh, F.hardtanh_, F.leaky_relu, F.leaky_relu_)
+              F.relu6, F.hardtanh, F.hardtanh_, F.leaky_relu, F.leaky_relu_, F.gelu)
 
 
 class ReluCodes(TorchFunctionMode):
-    """Records the binary code ``out > 0`` of every ReLU-like call while active.
+    """Records the binary code ``out > 0`` of every ReLU-like call (GELU included) while active.
 
     A ``TorchFunctionMode`` sees every ``torch.nn.functional.relu`` / ``torch.relu`` / ``Tensor.relu``
     call — including the functional ReLUs that zoo models use in ``forward`` and the ``nn.ReLU`` modules

@@ -27,15 +27,16 @@ class Params(Proxy):
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...], device=None) -> int:
     """FLOPs of one forward pass on ONE sample of ``input_shape`` (C, H, W), counted by
-    ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add; convs, matmuls and linears;
-    element-wise ops not counted). Runs on a copy in eval mode."""
-    from torch.utils.flop_counter import FlopCounterMode
+    ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-add; convs, matmuls, linears and fused
+    attention, see :func:`autokd.models.base.flop_counter`; element-wise ops not counted). Runs on a copy in
+    eval mode."""
+    from ..models.base import flop_counter
 
     m = copy.deepcopy(model).eval()
     dev = device if device is not None else next((p.device for p in m.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in m.parameters() if p.is_floating_point()), torch.float32)
     x = torch.zeros((1, *input_shape), device=dev, dtype=dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    with torch.no_grad(), flop_counter() as fc:
         m(x)
     return int(fc.get_total_flops())
 

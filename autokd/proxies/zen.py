@@ -35,7 +35,9 @@ class Zen(Proxy):
     N(0, 1) (on the private copy) and ``σ²_c`` the batch variance each BN normalises away.
 
     Sign: as published (higher = more expressive = better). BN: train mode (the BN term reads the batch
-    variances of the clean pass). Data-free: the batch only gives the input shape; labels unused.
+    variances of the clean pass). Data-free: the batch only gives the input shape; labels unused. Models
+    without BN (transformers normalise with LayerNorm) get no BN term, so their scores compare with each other,
+    not with BN networks'.
     """
 
     name = "zen"

@@ -82,7 +82,7 @@ class CachedTeacher(TeacherSource):
             return None
         try:
             d = torch.load(path, map_location=self.device, weights_only=True)
-            out = Outputs(d["logits"], list(d["feats"]), list(d["preacts"]), d["embedding"])
+            out = Outputs.from_state(d)
         except Exception:  # a corrupt cache is recomputed, never trusted
             return None
         n = len(self.data.train_eval)
@@ -101,8 +101,7 @@ class CachedTeacher(TeacherSource):
             if out is None:
                 out = self._run(feats)
                 with atomic_write(path) as tmp:
-                    torch.save({"key": self.key(feats), "logits": out.logits, "feats": out.feats,
-                                "preacts": out.preacts, "embedding": out.embedding}, tmp)
+                    torch.save({"key": self.key(feats), **out.state()}, tmp)
         return out
 
     @torch.no_grad()

@@ -84,11 +84,9 @@ def measure_model(model: nn.Module, input_shape, repeats: int = 20) -> dict[str,
     per sample in ms (median of ``repeats`` batch-1 forwards on a CPU copy, eval mode)."""
     import copy
 
-    from torch.utils.flop_counter import FlopCounterMode
-
     m = copy.deepcopy(model).cpu().eval()
     x = models.example_input(m, input_shape, batch=1)  # float zeros, or token ids for text models
-    with FlopCounterMode(display=False) as fc:
+    with models.flop_counter() as fc:
         m(x)
     flops = int(fc.get_total_flops())
     for _ in range(3):
@@ -170,7 +168,8 @@ class Trainer:
     ``teacher`` is the frozen teacher model (needed to build connectors); ``teacher_source`` supplies its
     outputs per batch (online or cached). ``on_epoch(info)`` receives a dict after each epoch (progress
     display). ``cache_dir`` is where schemes and losses may cache trained helpers (TAKD's assistant, BAN's
-    generations), keyed by their config.
+    generations), keyed by their config. ``teacher_data`` (default ``data``) is what the teacher trained on:
+    extra teachers a loss asks for (:meth:`helper_teacher`, e.g. CiT's involution teacher) train on it too.
     """
 
     def __init__(
@@ -182,8 +181,10 @@ class Trainer:
         device: str | torch.device = "auto",
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         cache_dir: str | Path | None = None,
+        teacher_data=None,
     ) -> None:
         self.data = data
+        self.teacher_data = teacher_data if teacher_data is not None else data
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.device = resolve_device(device)
         self.teacher = teacher
@@ -218,7 +219,8 @@ class Trainer:
         student = models.prepare_student(student, recipe.student, teacher=self.teacher, calib=calib)
         context = {"num_samples": len(self.data.train), "num_classes": self.data.num_classes,
                    "input_shape": tuple(self.data.input_shape), "cache_dir": self.cache_dir,
-                   "batch_size": recipe.optim.batch_size}
+                   "batch_size": recipe.optim.batch_size,
+                   "helper_teacher": partial(self.helper_teacher, default_epochs=epochs)}
         distiller = Distiller.from_recipe(recipe, self.teacher if recipe.terms else None, student,
                                           input_shape=self.data.input_shape, context=context).to(dev)
         # helpers a scheme trains or loads in setup (TAKD's assistant, BAN's generations, DML's peers) draw
@@ -300,7 +302,28 @@ class Trainer:
         """A trainer over the same data, device and cache folder with another teacher (schemes train their
         helpers with it: TAKD's assistant, BAN's generations)."""
         return Trainer(self.data, teacher=teacher, teacher_source=teacher_source, device=self.device,
-                       cache_dir=self.cache_dir)
+                       cache_dir=self.cache_dir, teacher_data=self.teacher_data)
+
+    def helper_teacher(self, name: str, kwargs: dict[str, Any] | None = None, epochs: int | None = None, *,
+                       default_epochs: int = 15) -> nn.Module:
+        """A frozen extra teacher for a loss (e.g. CiT's involution teacher): zoo model ``name(**kwargs)``
+        trained with CE alone on ``teacher_data`` for ``epochs`` (default: the current student's) with the
+        default optimiser (SGD, cosine, seed 0), once, and cached under ``cache_dir`` keyed by its recipe and
+        the data. Runs under a forked RNG, so the student's run is the same whether it was trained or loaded."""
+        from ..recipe import OptimSpec, StudentSpec
+        from ..schemes._helpers import recipe_identity, trained_helper
+
+        n = int(epochs or default_epochs)
+        recipe = Recipe(student=StudentSpec(name=name, kwargs=dict(kwargs or {})), ce_weight=1.0, terms=[],
+                        optim=OptimSpec(epochs=n), seed=0)
+        check_recipe(recipe, source=f"helper teacher {name!r}")
+        data = self.teacher_data
+        trainer = Trainer(data, device=self.device, cache_dir=self.cache_dir)
+        key_obj = {"helper_teacher": recipe_identity(recipe), "data": data.info}
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):  # CE only: no teacher outputs asked for
+            model, _ = trained_helper("helper-teacher", recipe, key_obj, trainer=trainer, teacher=None,
+                                      teacher_source=OnlineTeacher(None), epochs=n, events=[])
+        return model
 
     def source_for(self, model: nn.Module, key: str) -> TeacherSource:
         """A teacher source over a frozen helper model: its outputs cached by sample index under

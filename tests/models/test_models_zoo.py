@@ -60,7 +60,12 @@ def test_contract(name: str, shape: tuple[int, int, int]) -> None:
     assert clf.out_features == K == model.num_classes
     assert out.embedding is not None and out.embedding.shape == (3, model.embedding_dim)
     assert model.embedding_dim == clf.in_features
-    if zoo or name == "tv/resnet18":
+    if out.attention:  # transformers: one stage per block; the embedding is the class token
+        assert len(out.attention) == len(out.feats)
+        assert all(f.shape[1] == model.embedding_dim for f in out.feats)
+        assert _close(out.embedding, out.tokens["cls"])
+        assert _close(out.heads.get("cls", out.logits), clf(out.embedding))
+    elif zoo or name == "tv/resnet18":
         assert out.feats[-1].shape[1] == model.embedding_dim
         assert _close(out.embedding, out.feats[-1].mean(dim=(2, 3)))
         assert _close(out.logits, clf(out.embedding))
@@ -77,6 +82,7 @@ def test_contract(name: str, shape: tuple[int, int, int]) -> None:
     assert s.input_shape == shape and s.num_classes == K and s.embedding == model.embedding_dim
     assert s.feats == tuple(tuple(f.shape[1:]) for f in out.feats)
     assert s.preacts == tuple(tuple(p.shape[1:]) for p in out.preacts)
+    assert s.heads == tuple(out.heads) and s.attention == tuple(tuple(a.q.shape[1:]) for a in out.attention)
 
 
 @pytest.mark.parametrize("seq_len", [1, 12])
@@ -112,7 +118,8 @@ def test_names_and_metadata() -> None:
         "resnet8x4", "resnet32x4", "wrn", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
         "vgg", "vgg8", "vgg11", "vgg13", "mobilenetv2", "mobilenetv2_x0_5", "shufflenetv2",
         "cnn", "cnn_w2", "cnn_w4", "cnn_w8", "cnn_w32", "moonshine", "moonshine_40_2_g8b2", "moonshine_40_2_b4",
-        "moonshine_40_2_dconv", "moonshine_16_2_g4b2", "textcnn", "textcnn_e64", "textcnn_e8",
+        "moonshine_40_2_dconv", "moonshine_16_2_g4b2", "textcnn", "textcnn_e64", "textcnn_e8", "vit", "vit_t8",
+        "deit_t8", "cit_t8", "vit_s8", "vit_t32", "deit_t32", "rednet", "rednet_w8", "rednet_w16",
     }  # fmt: skip
     assert expected <= set(names)
     assert names == sorted(names)
@@ -228,6 +235,12 @@ def test_family_builders() -> None:
         ("textcnn", {"vocab_size": 0}, "vocab_size"),
         ("resnet20", {"width": 8}, "width"),
         ("resnet", {"dept": 20}, "dept"),
+        ("vit", {"width": 30, "heads": 4}, "heads"),
+        ("vit", {"stem": "conv_inv"}, "distill_tokens"),
+        ("vit", {"head_fusion": "max"}, "head_fusion"),
+        ("vit", {"distill_tokens": -1}, "distill_tokens"),
+        ("rednet", {"width": 6}, "group_channels"),
+        ("rednet", {"kernel_size": 4}, "kernel_size"),
     ],
 )
 def test_config_errors(name: str, kw: dict, param: str) -> None:

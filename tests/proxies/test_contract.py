@@ -11,7 +11,7 @@ import torch
 from autokd import data, models, proxies
 from autokd.errors import ConfigError, UnknownNameError
 
-STUDENTS = ["cnn", "resnet8", "mobilenetv2_x0_25", "shufflenetv2_x0_5"]
+STUDENTS = ["cnn", "resnet8", "mobilenetv2_x0_25", "shufflenetv2_x0_5", "vit_t8"]  # ViT: LayerNorm, GELU, SDPA
 
 
 @pytest.fixture(scope="module")
