@@ -171,6 +171,9 @@ def summary_html(s: Mapping[str, Any]) -> str:
             cards.append(_card(label, e(_num(b["value"])), pairs))
     counts = s["counts"]
     pairs = [(k.lower(), e(v)) for k, v in counts.items() if v or k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")]
+    dups = s.get("duplicates") or []
+    pairs.append(("duplicate recipes", e("none") if not dups else
+                  "<b>" + e("; ".join("trials " + ", ".join(map(str, g)) for g in dups)) + "</b>"))
     cards.append(_card("Trials", e(s["n_trials"]), pairs))
     pairs = [("train time", e(_secs(s.get("total_train_time_s"))))]
     if s.get("pareto_size") is not None:

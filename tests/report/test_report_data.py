@@ -271,3 +271,23 @@ def test_short_labels_of_dotted_parameters():
     assert data.short_label("terms.0.loss") == "terms.loss"
     assert data.short_label("lr") == "lr"
     assert data.short_label("a.x.temperature", taken=["x.temperature"]) == "a.x.temperature"
+
+
+def test_exact_duplicate_recipes_are_flagged():
+    import json
+
+    import optuna
+
+    from autokd.report.data.tables import duplicate_recipes
+
+    def t(number, recipe, state=optuna.trial.TrialState.COMPLETE, **attrs):
+        return optuna.trial.FrozenTrial(number=number, state=state, value=0.5, datetime_start=None,
+                                        datetime_complete=None, params={}, distributions={},
+                                        user_attrs={"recipe": json.dumps(recipe), **attrs}, system_attrs={},
+                                        intermediate_values={}, trial_id=number)
+
+    a = {"student": {"name": "cnn"}, "ce_weight": 0.5, "seed": 0}
+    b = {"student": {"name": "cnn"}, "ce_weight": 0.7, "seed": 0}
+    trials = [t(0, a), t(1, b), t(2, {**a, "seed": 3}), t(3, a, baseline="kd"), t(4, b)]
+    assert duplicate_recipes(trials) == [[0, 2], [1, 4]]
+    assert duplicate_recipes(trials[:2]) == []

@@ -3,11 +3,12 @@ curves and the headline summary. Plain rows (dicts), no plotly."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from optuna.study import StudyDirection
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from ...search import trial_record as tr
 from .view import (
@@ -199,4 +200,20 @@ def summary(study: StudyLike, directions: Sequence[DirectionLike] | None = None)
         "total_train_time_s": train_time,
         "pareto_size": sum(r["on_front"] for r in pareto_rows) if view.multi else None,
         "maximize": view.directions[0] == StudyDirection.MAXIMIZE,
+        "duplicates": duplicate_recipes(view.trials),
     }
+
+
+def duplicate_recipes(trials: Sequence[FrozenTrial]) -> list[list[int]]:
+    """Groups (trial numbers) of finished searched trials that trained exactly the same recipe (seed and
+    provenance aside): with several workers this should never happen, so the report flags it."""
+    groups: dict[str, list[int]] = {}
+    for t in trials:
+        if tr.is_baseline(t) or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        d = tr.recipe_dict_of(t)
+        if d is None:
+            continue
+        key = json.dumps({k: v for k, v in d.items() if k not in ("provenance", "seed")}, sort_keys=True)
+        groups.setdefault(key, []).append(t.number)
+    return sorted(g for g in groups.values() if len(g) > 1)
