@@ -187,3 +187,28 @@ def test_kill_9_during_the_retrain_leaves_the_previous_final_folder_whole(tmp_pa
     res = runner.invoke(app, ["train", str(recipe), "--study", str(path), "--seeds", "2", "--epochs", "1"])
     assert res.exit_code == 0, res.output
     assert not [q for q in (tmp_path / "crash").iterdir() if q.name.startswith(".final")]
+
+
+def test_an_edited_space_is_not_resumed_silently_and_export_uses_the_recipes_own_baselines(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from autokd.cli import app
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.read_text())
+    path = _study(tmp_path)
+    path.write_text(path.read_text().replace(f"space: {SPACE}", f"space: {space}"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["search", str(path)]).exit_code == 0
+    # the exported baselines are those trained with the recipe's own student
+    recipe = yaml.safe_load((tmp_path / "crash" / "best_recipe.yaml").read_text())
+    study = load_study(StudyConfig.load(path))
+    student = tr.student_of(study.trials[recipe["provenance"]["trial"]])
+    own = {tr.baseline_of(t).value: t.value for t in study.trials if tr.is_baseline(t) and tr.student_of(t) == student}
+    assert set(own) == {"ce_only", "kd"}
+    for kind, value in own.items():
+        assert recipe["provenance"]["metrics"][f"{kind}_val_acc"] == value
+    space.write_text(space.read_text().replace("description: ", "description: edited; ", 1))
+    res = runner.invoke(app, ["search", str(path)], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "different space" in res.output, res.output
