@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 
+def _untrained_helper(name, kwargs=None, epochs=None):
+    """An extra teacher (CiT's involution teacher) at its initialisation: enough to build and run the loss."""
+    return models.create(name, 10, in_channels=1, **(kwargs or {})).eval()
+
+
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_shipped_spaces_sample_runnable_recipes(path):
     """100 random suggestions all build into runnable recipes: student + losses + connectors do a
@@ -35,7 +40,8 @@ def test_shipped_spaces_sample_runnable_recipes(path):
         seen.add(tuple(sorted(trial.params.items())))
         assert set(trial.params) <= set(space.parameters())
         student = models.from_spec(recipe.student, 10, 1)
-        d = Distiller(teacher, student, recipe, input_shape=(1, 8, 8), context={"num_samples": 8})
+        d = Distiller(teacher, student, recipe, input_shape=(1, 8, 8),
+                      context={"num_samples": 8, "helper_teacher": _untrained_helper})
         out = d(x, y, index=torch.arange(8))
         out["loss"].backward()
         assert torch.isfinite(out["loss"]), recipe.describe()
