@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import stats
 from .recipe import Recipe
 from .retrain import baselines_for
 
@@ -47,18 +48,12 @@ class PairedDifference:
 
 
 def paired_difference(a: list[float], b: list[float], confidence: float = 0.95) -> PairedDifference:
-    """``mean(d) ± t_{(1+c)/2, n−1} · sd(d)/√n`` over ``d_s = a_s − b_s``; an unbounded interval for n < 2."""
-    from scipy.stats import t as student_t
-
-    if len(a) != len(b) or not a:
-        raise ValueError(f"paired_difference needs two equally long non-empty lists, got {len(a)} and {len(b)}")
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    n, mean = len(d), statistics.fmean(d)
-    if n < 2:
-        return PairedDifference(mean, 0.0, n, -math.inf, math.inf, confidence)
-    sd = statistics.stdev(d)
-    half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return PairedDifference(mean, sd, n, mean - half, mean + half, confidence)
+    """:func:`autokd.stats.paired_difference` of ``a − b`` (``mean(d) ± t_{(1+c)/2, n−1} · sd(d)/√n`` over the
+    per-seed differences) as a :class:`PairedDifference`; the interval is unbounded for n < 2."""
+    d = stats.paired_difference(a, b, confidence=confidence)
+    low = -math.inf if d["low"] is None else d["low"]
+    high = math.inf if d["high"] is None else d["high"]
+    return PairedDifference(d["mean"], d["std"] or 0.0, d["n"], low, high, confidence)
 
 
 def verdict_of(diff: PairedDifference) -> str:
