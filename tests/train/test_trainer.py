@@ -62,7 +62,7 @@ def test_cached_teacher_gives_the_same_losses_as_online(bundle, teacher, tmp_pat
         assert torch.allclose(a["kd"], b["kd"], atol=1e-5)
         fa, fb = online.batch(x, idx, needs_feats=True), cached.batch(x, idx, needs_feats=True)
         assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(fa.feats, fb.feats, strict=True))
-    assert list(tmp_path.glob("teacher_outputs_k_*.pt"))  # persisted for other processes
+    assert list(tmp_path.glob("teacher_outputs_k-*.pt"))  # persisted for other processes
     # the whole fit is identical too
     ta = Trainer(bundle, teacher=teacher, teacher_source=online, device="cpu").fit(_kd_recipe(), measure=False)
     tb = Trainer(bundle, teacher=teacher, teacher_source=cached, device="cpu").fit(_kd_recipe(), measure=False)
