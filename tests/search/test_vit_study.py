@@ -68,7 +68,7 @@ space: {ROOT / 'search_spaces' / 'vit_relations.yaml'}
 search: {{sampler: random, pruner: none, trials: 3, epochs: 1, baselines: false}}
 """)
     space = SearchSpace.load(ROOT / "search_spaces" / "vit_relations.yaml")
-    assert {"tinymim", "vit_attention", "deit"} <= {o.loss for o in space.terms.candidates}
+    assert {"tinymim", "vit_attention", "deit"} <= {c.loss for c in space.file.terms.choices()}
     study = run_search(StudyConfig.load(path), log=lambda *a: None)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials), [
         t.user_attrs.get("prune_reason") for t in study.trials]
