@@ -101,3 +101,30 @@ def test_version():
 
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"autokd {__version__}"
+
+
+def test_committed_catalog_index_is_current():
+    """``autokd list`` reads autokd/cli/catalog.json: it must equal what the registries give now
+    (rewrite it with ``python -m autokd.cli.catalog_index``)."""
+    import json
+
+    from autokd.cli import catalog_index
+
+    committed = json.loads(catalog_index.INDEX.read_text())
+    assert committed == catalog_index.build_index(), "stale: python -m autokd.cli.catalog_index"
+
+
+def test_a_stale_catalog_index_is_not_used(tmp_path):
+    import json
+
+    from autokd.cli import catalog_index
+
+    live = catalog_index.live_rows("schemes")
+    stale = tmp_path / "catalog.json"
+    stale.write_text(json.dumps({"source_key": "0" * 64, "families": {"schemes": [{"name": "gone"}]}}))
+    assert catalog_index.rows("schemes", stale) == live
+    current = tmp_path / "current.json"
+    current.write_text(json.dumps({"source_key": catalog_index.source_key(),
+                                   "families": {"schemes": [{"name": "from-index"}]}}))
+    assert catalog_index.rows("schemes", current) == [{"name": "from-index"}]
+    assert len(live) == len(__import__("autokd.schemes", fromlist=["SCHEMES"]).SCHEMES.names())

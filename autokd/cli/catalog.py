@@ -33,46 +33,15 @@ class Level(str, Enum):
     primitive = "primitive"
 
 
-def _registry(family: Family):
-    if family is Family.losses:
-        from ..losses import LOSSES as reg
-    elif family is Family.schemes:
-        from ..schemes import SCHEMES as reg
-    elif family is Family.models:
-        from ..models import MODELS as reg
-    elif family is Family.samplers:
-        from ..search.samplers import SAMPLERS as reg
-    elif family is Family.pruners:
-        from ..search.pruners import PRUNERS as reg
-    elif family is Family.proxies:
-        from ..proxies import PROXIES as reg
-    else:
-        from ..data import DATASETS as reg
-    return reg
-
-
 def catalog_rows(family: Family, level: Level | None = None) -> list[dict[str, Any]]:
     """One row per registered component: name, description/paper, and for losses level, needs and
-    hyper-parameters (defaults), for schemes their parameters."""
-    reg = _registry(family)
-    rows = []
-    for name, obj in reg.items():
-        meta = reg.meta(name)
-        row: dict[str, Any] = {"name": name}
-        if family is Family.losses:
-            if level is not None and obj.level != level.value:
-                continue
-            row.update(level=obj.level, needs=sorted(obj.needs),
-                       hparams={k: h.default for k, h in obj.hparams.items()}, paper=obj.paper)
-        elif family is Family.schemes:
-            row.update(params={k: h.default for k, h in obj.hparams.items()}, paper=obj.paper)
-        else:
-            desc = meta.get("description") or meta.get("paper") or meta.get("family", "")
-            if family is Family.proxies:
-                desc = f"{desc} [BN {meta.get('bn_mode', '-')}{', needs teacher' if meta.get('needs_teacher') else ''}]"
-            row["description"] = str(desc)
-        rows.append(row)
-    return rows
+    hyper-parameters (defaults), for schemes their parameters (from the index when it is current)."""
+    from .catalog_index import rows
+
+    out = rows(family.value)
+    if level is not None:
+        out = [r for r in out if r["level"] == level.value]
+    return out
 
 
 @app.command("list")

@@ -8,6 +8,8 @@ the trainer does it — and :func:`check_student_options` validates them against
   (:mod:`autokd.models.quantize`), e.g. for Quantization Mimic (Wei et al. ECCV 2018).
 
 Order: the initialisation first (on the float model), then the quantizers, calibrated on ``calib`` when given.
+In your own loop: ``student = prepare_student(models.from_spec(recipe.student, k, c), recipe.student,
+teacher=teacher, calib=x_train_batch)`` before ``Distiller(teacher, student, recipe)``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def test_storage_options_are_checked(stored):
 
 
 def test_help_version_and_status_do_not_import_torch(stored):
-    for args in (["--help"], ["--version"], ["status", "--storage", stored, "--study-name", "kd-test"]):
+    for args in (["--help"], ["--version"], ["status", "--storage", stored, "--study-name", "kd-test"],
+                 ["list", "losses", "--level", "logit"], ["list", "proxies", "--json"]):
         code = (f"import sys\nfrom autokd.cli import app\ntry:\n    app({args!r})\nexcept SystemExit as e:\n"
                 "    assert not e.code, e.code\nprint('TORCH' if 'torch' in sys.modules else 'LIGHT')")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -150,15 +150,17 @@ def test_a_killed_workers_trial_is_retried_by_another_after_the_heartbeat_grace(
     _check_study(study, trials=4, students=2)
 
 
-def test_sigterm_fails_the_running_trial_with_one_line_and_exit_143(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_fails_the_running_trial_with_one_line_and_the_shell_exit_code(tmp_path, sig, code):
     path = _study(tmp_path, "term", None, trials=3, epochs=40)
     cfg = StudyConfig.load(path)
     log = tmp_path / "term.log"
     p = start_worker(path, log=log)
     victim = _wait_for_running(cfg, searched=False)
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(timeout=120) == 143
+    p.send_signal(sig)
+    assert p.wait(timeout=120) == code
     text = log.read_text()
-    assert "Traceback" not in text and "stopped: interrupted by SIGTERM" in text
+    assert "Traceback" not in text and f"stopped: interrupted by {sig.name}" in text
     t = load_study(cfg).trials[victim.number]
-    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") == "SIGTERM"
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") == sig.name
+    assert not load_study(cfg).get_trials(states=(optuna.trial.TrialState.RUNNING,))
