@@ -45,9 +45,11 @@ class StudyContext:
         once and stored under the study folder, or loaded from ``teacher.checkpoint``) and its output source."""
         from . import models
         from .train import Trainer, make_teacher_source, obtain_teacher, resolve_device
+        from .train.threads import set_cpu_threads
 
         device = resolve_device(cfg.device)
         data = cfg.data.create(cfg.base_dir)
+        set_cpu_threads(device, data.input_shape)
         if check is not None:
             probe = models.from_spec(cfg.teacher, data.num_classes, data.input_shape[0])
             check(models.shapes(probe, data.input_shape), data)
