@@ -212,3 +212,37 @@ def test_an_edited_space_is_not_resumed_silently_and_export_uses_the_recipes_own
     space.write_text(space.read_text().replace("description: ", "description: edited; ", 1))
     res = runner.invoke(app, ["search", str(path)], env={"COLUMNS": "400"})
     assert res.exit_code == 2 and "different space" in res.output, res.output
+
+
+def test_kill_9_during_the_report_never_leaves_a_partial_page(tmp_path):
+    """``kill -9`` at several points of ``autokd report``: report.html is always either the previous page or a
+    whole new one, and the next report removes the dead writers' temporaries."""
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+    from worker_processes import worker_env
+
+    from autokd.cli import app
+
+    path = _study(tmp_path, trials=1)
+    runner = CliRunner()
+    assert runner.invoke(app, ["search", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["report", str(path)]).exit_code == 0
+    page = tmp_path / "crash" / "report.html"
+    first = page.read_bytes()
+    assert first.rstrip().endswith(b"</html>")
+    killed_mid_run = 0
+    for delay in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
+        p = subprocess.Popen([sys.executable, "-m", "autokd", "report", str(path)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT, env=worker_env(), cwd=ROOT)
+        time.sleep(delay)
+        killed_mid_run += p.poll() is None
+        p.kill()
+        p.wait()
+        now = page.read_bytes()
+        assert now == first or now.rstrip().endswith(b"</html>"), f"partial page after kill at {delay}s"
+    assert killed_mid_run >= 3  # most kills landed while the report was being made
+    assert runner.invoke(app, ["report", str(path)]).exit_code == 0
+    assert page.read_bytes().rstrip().endswith(b"</html>")
+    assert not [q.name for q in page.parent.iterdir() if q.name.startswith(".report.html.")]

@@ -102,11 +102,35 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             _sqlalchemy_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
             **kwargs,
         )
+    if kind == "sqlite":
+        _write_ahead_log(storage.engine)
+    return storage
+
+
+def _write_ahead_log(engine) -> None:
+    """SQLite in write-ahead-log mode with ``synchronous=NORMAL``: a commit appends to the log without an
+    fsync (a trial writes ~20 small transactions; with the default rollback journal each cost ~2 fsyncs).
+    Readers and the one writer no longer block each other. A killed process loses nothing committed; a power
+    cut may lose the last commits, never the database. Connections opened from now on get it; the mode
+    itself is stored in the file."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection, _record) -> None:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError:  # a damaged file: the next query reports it (see readable)
+            pass
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()
 
 
 @contextlib.contextmanager
