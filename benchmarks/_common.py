@@ -153,8 +153,10 @@ def run(trainer, methods: list[Method], student: StudentSpec, args, *, lr: float
         results[m.label] = {"acc": accs or [nan], "epoch": statistics.median(epoch_times) if epoch_times else nan,
                             "peak": statistics.median(peaks) if peaks else None, "diverged": diverged}
         note = f", {diverged}/{args.seeds} diverged" if diverged else ""
-        print(f"  {m.label:28s} test {statistics.mean(results[m.label]['acc']):.4f} ± "
-              f"{statistics.pstdev(results[m.label]['acc']):.4f} ({time.time() - t0:.0f}s{note})", flush=True)
+        acc = results[m.label]["acc"]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0  # the sample std, as in the table
+        print(f"  {m.label:28s} test {statistics.mean(acc):.4f} ± {std:.4f} ({time.time() - t0:.0f}s{note})",
+              flush=True)
     ce, kd = results["ce_only"], results.get("kd")
     print()
     header = f"{'method':28s} {'test acc (mean ± std)':>22s} {'vs CE-only':>11s} {'vs kd':>8s} {'epoch time':>11s}"
