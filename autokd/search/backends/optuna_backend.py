@@ -22,7 +22,7 @@ from ...errors import AutoKDError
 from .. import trial_record as tr
 from ..objective import Objective
 from .storage import study_lock
-from .workers import fail_dead_local_trials, run_seed, worker_id
+from .workers import fail_dead_local_trials, fail_unclaimed_trials, run_seed, worker_id
 
 if TYPE_CHECKING:
     from ...context import StudyContext
@@ -167,6 +167,7 @@ def tidy(study, cfg, space) -> None:
 
     with quiet():
         fail_dead_local_trials(study)
+        fail_unclaimed_trials(study, cfg.search.heartbeat_grace)
         if is_heartbeat_enabled(study._storage):
             fail_stale_trials(study)
     if cfg.search.baselines:
@@ -199,6 +200,7 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
             if waiting(study) or counted(study) + running_searched(study) < trials:
                 with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
                     trial = study.ask()
+                tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
             elif counted(study) >= trials and not running_baselines(study):
                 break
         if trial is None:  # others are running the last trials: wait for them (or their retries)

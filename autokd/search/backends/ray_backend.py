@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,7 @@ class StudySearcher:
                 if waiting(self.study) or counted(self.study) + running_searched(self.study) < self.trials:
                     with quiet():
                         trial = self.study.ask()
+                    tr.record_worker(trial, worker_id())  # the driver owns it (see fail_dead_local_trials)
                 elif counted(self.study) >= self.trials and not running_baselines(self.study):
                     return self._base.FINISHED
             if trial is None:
@@ -291,7 +293,7 @@ def _as_searcher(impl: StudySearcher):
     from ray.tune.search import Searcher
 
     class _Searcher(_Unpickled, Searcher):
-        def __init__(self) -> None:
+        def __init__(self, impl: StudySearcher) -> None:  # no closure over impl: the class pickles by value
             super().__init__(metric=None, mode=None)
             self._impl = impl
 
@@ -304,7 +306,7 @@ def _as_searcher(impl: StudySearcher):
         def on_trial_complete(self, trial_id, result=None, error=False):
             self._impl.on_trial_complete(trial_id, result, error)
 
-    return _Searcher()
+    return _Searcher(impl)
 
 
 def _as_scheduler(impl: StudyScheduler):
@@ -313,14 +315,14 @@ def _as_scheduler(impl: StudyScheduler):
     class _Scheduler(_Unpickled, FIFOScheduler):
         _supports_buffered_results = False  # every epoch reaches the pruner on its own
 
-        def __init__(self) -> None:
+        def __init__(self, impl: StudyScheduler) -> None:
             super().__init__()
             self._impl = impl
 
         def on_trial_result(self, tune_controller, trial, result):
             return self._impl.on_trial_result(tune_controller, trial, result)
 
-    return _Scheduler()
+    return _Scheduler(impl)
 
 
 def _raiser(e: BaseException):
@@ -407,6 +409,7 @@ def run_ray(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeou
         from ray import tune
 
         board = ray.remote(num_cpus=0)(_PruneBoard).remote()
+        run_dir = Path(cfg.study_dir, "ray", f"run-{n_stored}-{os.getpid()}").resolve()
         impl = StudySearcher(ctx, space, study, objective, trials=trials, deadline=deadline, progress=progress,
                              board=board)
         trainable = tune.with_resources(tune.with_parameters(_train, kit=_kit(ctx, spec.cpus_per_trial, board)),
@@ -417,13 +420,13 @@ def run_ray(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeou
                                         num_samples=-1, max_concurrent_trials=spec.max_concurrent,
                                         reuse_actors=True, trial_dirname_creator=_short_dirname,
                                         trial_name_creator=_short_dirname),
-            run_config=tune.RunConfig(name=f"run-{n_stored}-{os.getpid()}",
-                                      storage_path=str(Path(cfg.study_dir, "ray").resolve()), verbose=0,
+            run_config=tune.RunConfig(name=run_dir.name, storage_path=str(run_dir.parent), verbose=0,
                                       log_to_file=False),
         )
         signal_name = None
         try:
             tuner.fit()
+            shutil.rmtree(run_dir, ignore_errors=True)  # Tune's own state: the study holds everything
         except KeyboardInterrupt:
             signal_name = "SIGINT"
             raise Interrupted("SIGINT", 130) from None
