@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TrialState = optuna.trial.TrialState
 
 
-def _cfg(folder: Path, name: str, backend: str, trials: int = 4) -> StudyConfig:
+def _cfg(folder: Path, name: str, backend: str, trials: int = 4, ray: str = "num_cpus: 2, cpus_per_trial: 1",
+         file: str | None = None) -> StudyConfig:
     # SHA with reduction factor 100 keeps only the best trial of its rung: searched trials that are not the
     # best so far (the KD baseline is hard to beat on 2 epochs) are pruned at epoch 1
-    path = folder / f"{name}.yaml"
+    path = folder / f"{file or name}.yaml"
     path.write_text(f"""
 name: {name}
 device: cpu
@@ -47,7 +48,7 @@ search:
   trials: {trials}
   epochs: 2
   baseline_students: 1
-  ray: {{num_cpus: 2, cpus_per_trial: 1}}
+  ray: {{{ray}}}
 """)
     return StudyConfig.load(path)
 
@@ -116,6 +117,17 @@ def test_report_and_export_work_on_a_ray_study(studies):
     recipe = api.export_recipe(study_file, folder / "best.yaml")
     best = max((t for t in on_ray.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert tr.recipe_dict_of(best)["student"] == Recipe.load(recipe).to_dict()["student"]
+
+
+def test_joining_a_cluster_that_is_not_running_is_one_line(studies, monkeypatch):
+    from autokd.errors import ConfigError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _, on_ray, folder = studies
+    cfg = _cfg(folder, "by_ray", "ray", ray="address: auto", file="by_ray_on_a_cluster")
+    with pytest.raises(ConfigError, match=r"^search.ray.address: cannot join the Ray cluster at 'auto' \("):
+        run_search(cfg, trials=8, log=lambda *a: None)
+    assert len(load_study(cfg).trials) == len(on_ray.trials)  # nothing ran
 
 
 def test_a_killed_driver_is_resumed_by_rerunning(tmp_path):

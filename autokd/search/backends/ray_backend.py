@@ -97,6 +97,7 @@ def _context(kit: _Kit):
         from ...train import CachedTeacher
 
         _CONTEXTS.clear()
+        # arrays from the object store are read-only views; torch needs its own (once per process)
         weights = {k: torch.from_numpy(v.copy()) for k, v in kit.teacher.items()}
         ctx = StudyContext.open(kit.cfg, log=lambda *a: None, teacher_weights=weights)
         if kit.logits is not None and isinstance(ctx.teacher_source, CachedTeacher):
@@ -114,21 +115,21 @@ def _train(config: dict[str, Any], kit: _Kit) -> None:
     from ...recipe import Recipe
 
     torch.set_num_threads(kit.threads)
-    ctx = _context(kit)
     number, prunable = config["number"], config["prunable"]
-    recipe = Recipe.from_dict(json.loads(config["recipe"]), source=f"trial {number}")
 
     def report(epoch: int, acc: float) -> bool:
         tune.report({"epoch": epoch, "val_acc": acc})
         return prunable and ray.get(kit.board.pruned.remote(number))
 
-    error = None
+    error = ""
     try:
+        ctx = _context(kit)
+        recipe = Recipe.from_dict(json.loads(config["recipe"]), source=f"trial {number}")
         outcome = train_trial(ctx.trainer, recipe, seeds=config["seeds"], report=report)
-    except Exception as e:  # not a trial outcome (a bug): reported, and the driver stops the search
-        outcome, error = Outcome(failed=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"), \
-            f"{type(e).__name__}: {e}"
-    tune.report({"outcome": json.dumps(asdict(outcome)), "error": error or ""})
+    except Exception as e:  # not a trial's outcome (this node's data or setup, a bug): the driver stops the search
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+        outcome = Outcome(failed=error)
+    tune.report({"outcome": json.dumps(asdict(outcome)), "error": error})
 
 
 class _PruneBoard:
@@ -358,16 +359,36 @@ def _kit(ctx: StudyContext, threads: int, board) -> _Kit:
 def ray_session(cfg: StudyConfig):
     """Connect to ``search.ray.address`` or start a local Ray (no dashboard) for the run; shut it down after
     the run, on Ctrl-C and on errors. Processes a killed earlier run left behind are stopped first."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C reaches autokd, which records it
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    with _environ(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1",  # no per-trial CSV/JSON/TensorBoard files
+                  TUNE_DISABLE_SIGINT_HANDLER="1",  # Ctrl-C reaches autokd, which records it
+                  RAY_AIR_NEW_OUTPUT="0"):
+        if ray.is_initialized():  # the caller's own Ray session: use it, leave it running
+            yield
+        else:
+            with _own_ray(cfg):
+                yield
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+@contextlib.contextmanager
+def _own_ray(cfg: StudyConfig):
     import ray
 
     spec = cfg.search.ray
     registry = cfg.study_dir / "ray"
-    if ray.is_initialized():  # the caller's own Ray session: use it, leave it running
-        yield
-        return
     reap_orphans(registry)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                               "configure_logging": True}
@@ -375,7 +396,12 @@ def ray_session(cfg: StudyConfig):
         ray.init(address="local", num_cpus=spec.num_cpus, **kwargs)
         record = remember_processes(registry)
     else:
-        ray.init(address=spec.address, **kwargs)
+        try:
+            ray.init(address=spec.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"search.ray.address: cannot join the Ray cluster at {spec.address!r} ({detail}); "
+                              "start one with `ray start --head`, or omit address to run a local Ray") from None
         record = None
     try:
         yield
