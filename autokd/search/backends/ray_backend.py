@@ -44,7 +44,7 @@ from .optuna_backend import (
     tidy,
     waiting,
 )
-from .ray_processes import forget_processes, reap_orphans, remember_processes
+from .ray_processes import descendants, reap_orphans, remember_processes, stop_processes
 from .storage import study_lock
 from .workers import run_seed, worker_id
 
@@ -393,8 +393,9 @@ def _own_ray(cfg: StudyConfig):
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                               "configure_logging": True}
     if spec.address is None:
+        before = descendants(os.getpid())
         ray.init(address="local", num_cpus=spec.num_cpus, **kwargs)
-        record = remember_processes(registry)
+        record = remember_processes(registry, before)
     else:
         try:
             ray.init(address=spec.address, **kwargs)
@@ -406,9 +407,11 @@ def _own_ray(cfg: StudyConfig):
     try:
         yield
     finally:
+        if record is not None:
+            remember_processes(registry)  # add the workers and agents started since
         ray.shutdown()
         if record is not None:
-            forget_processes(record)
+            stop_processes(record)  # what shutdown missed (e.g. agents a Ctrl-C to the process group orphaned)
 
 
 def run_ray(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeout: float | None,

@@ -1,10 +1,12 @@
 """The local Ray processes a run starts, remembered so that a later run can stop what a killed one left.
 
-``ray.shutdown()`` stops the local Ray a run started; a driver killed with SIGKILL cannot, and its Ray
-(GCS server, raylet, agents) keeps running with ~1 GiB. Right after ``ray.init`` the run writes the process
-ids and start times of its descendants to ``<study>/ray/processes-<pid>.json``; the next run stops those of
-a dead owner whose start time still matches (a reused process id is never touched). Linux ``/proc`` only;
-elsewhere nothing is recorded.
+``ray.shutdown()`` stops the local Ray a run started, but not always all of it (a Ctrl-C sent to the whole
+process group can orphan its agents), and a driver killed with SIGKILL cannot call it: its Ray (GCS server,
+raylet, agents) keeps running with ~1 GiB. Right after ``ray.init`` the run writes the process ids and start
+times of the processes ``ray.init`` started to ``<study>/ray/processes-<pid>.json`` (and adds their children
+before shutting down); after ``ray.shutdown()`` it stops the survivors, and the next run stops those of a dead
+owner. A process is stopped only if its start time still matches (a reused process id is never touched).
+Linux ``/proc`` only; elsewhere nothing is recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from ...files import atomic_write_text
 from .workers import pid_alive
 
-__all__ = ["descendants", "remember_processes", "forget_processes", "reap_orphans"]
+__all__ = ["descendants", "remember_processes", "stop_processes", "reap_orphans"]
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -48,36 +50,50 @@ def descendants(pid: int) -> dict[int, int]:
     return out
 
 
-def remember_processes(folder: Path) -> Path:
-    """Record this process's descendants (the local Ray it just started); returns the record's path."""
+def remember_processes(folder: Path, before: dict[int, int] | None = None) -> Path:
+    """Record the processes of the local Ray this process started: its descendants that were not there
+    ``before`` ``ray.init``; called again, add the descendants of those recorded (workers and agents started
+    since). Other children of this process are never recorded. Returns the record's path."""
     path = folder / f"processes-{os.getpid()}.json"
-    atomic_write_text(path, json.dumps({"owner": os.getpid(), "processes": descendants(os.getpid())}))
+    if path.is_file():
+        known = {int(k): int(v) for k, v in json.loads(path.read_text())["processes"].items()}
+        for pid in list(known):
+            known.update(descendants(pid))
+    else:
+        known = {pid: start for pid, start in descendants(os.getpid()).items() if (before or {}).get(pid) != start}
+    atomic_write_text(path, json.dumps({"owner": os.getpid(), "processes": known}))
     return path
 
 
-def forget_processes(record: Path) -> None:
+def stop_processes(record: Path) -> list[int]:
+    """SIGKILL the recorded processes that still run (same process id *and* start time), delete the record;
+    returns the process ids stopped. After ``ray.shutdown()`` this stops the agents a Ctrl-C sent to the
+    whole process group orphaned; for a dead owner's record, its whole Ray."""
+    try:
+        procs = {int(k): int(v) for k, v in json.loads(record.read_text())["processes"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        procs = {}
+    stopped = []
+    for pid, start in procs.items():
+        st = _stat(pid)
+        if st is not None and st[1] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
     record.unlink(missing_ok=True)
+    return stopped
 
 
 def reap_orphans(folder: Path) -> list[int]:
     """Stop the recorded Ray processes of runs whose driver is dead; returns the process ids stopped."""
-    stopped = []
+    stopped: list[int] = []
     for record in sorted(folder.glob("processes-*.json")) if folder.is_dir() else ():
         try:
-            data = json.loads(record.read_text())
-            owner, procs = int(data["owner"]), {int(k): int(v) for k, v in data["processes"].items()}
+            owner = int(json.loads(record.read_text())["owner"])
         except (OSError, ValueError, KeyError, TypeError):
-            record.unlink(missing_ok=True)
-            continue
-        if pid_alive(owner):
-            continue
-        for pid, start in procs.items():
-            st = _stat(pid)
-            if st is not None and st[1] == start:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    stopped.append(pid)
-                except ProcessLookupError:
-                    pass
-        record.unlink(missing_ok=True)
+            owner = None
+        if owner is None or not pid_alive(owner):
+            stopped += stop_processes(record)
     return stopped
