@@ -168,6 +168,7 @@ def test_a_killed_driver_is_resumed_by_rerunning(tmp_path):
                           or "no worker claimed it" in tr.fail_reason_of(t) for t in failed)
     # the killed driver's Ray (GCS, raylet, agents) was stopped by the rerun, which shut its own down
     assert [p for p in ray_pids if _alive(p)] == []
+    assert [p for p in descendants(os.getpid()) if _alive(p)] == []
 
 
 def _alive(pid: int) -> bool:

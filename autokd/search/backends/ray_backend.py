@@ -455,7 +455,6 @@ def run_ray(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeou
         signal_name = None
         try:
             tuner.fit()
-            shutil.rmtree(run_dir, ignore_errors=True)  # Tune's own state: the study holds everything
         except KeyboardInterrupt:
             signal_name = "SIGINT"
             raise Interrupted("SIGINT", 130) from None
@@ -464,6 +463,7 @@ def run_ray(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeou
             raise
         finally:
             impl.abandon(signal_name)
+            shutil.rmtree(run_dir, ignore_errors=True)  # Tune's own state: the study holds everything
     if impl.error is not None:
         raise impl.error
     return impl.ran
