@@ -81,6 +81,10 @@ class Objective:
     """Callable for ``study.optimize``. Returns validation accuracy (or ``(val_acc, params)`` when the
     study is multi-objective). Selection uses the validation split only; the test split is never touched.
 
+    A call is three steps: :meth:`prepare` (in the process that owns the study), :func:`train_trial` (anywhere:
+    a Ray worker runs only this step) and :meth:`finish` (back in the owner), so every backend records the
+    same attributes, files and states.
+
     With ``search.seeds_per_trial: k > 1`` a trial trains its first seed under the pruner (intermediate
     values are that seed's curve) and, if it survives, k−1 more seeds; its value is the mean validation
     accuracy (per-seed values in the ``val_acc_seeds`` attribute), which makes selection less noisy on small
