@@ -9,8 +9,9 @@ baselines, random sampler, no pruning), from the same stored teacher, run three 
 - ``optuna xN``: ``--cpus`` worker processes sharing the study, one thread each (the one-machine setup);
 - ``ray``: ``search.backend: ray``, a local Ray with ``--cpus`` CPUs, one CPU (= one thread) per trial.
 
-For each: wall time of the whole command (process start, imports, ``ray.init``, all trials) and the trial
-throughput between the first trial's start and the last trial's end (what a long study converges to).
+For each: wall time of the whole command (process start, imports, ``ray.init``, all trials), the trial
+throughput between the first trial's start and the last trial's end, and the steady throughput after each
+slot's first trial (whose time includes starting a worker process: what a long study converges to).
 Prints trials/hour and the ratios ray / optuna measured in this one run.
 """
 
@@ -61,8 +62,10 @@ def run(study: Path, workers: int, threads: int) -> float:
     return time.perf_counter() - t0
 
 
-def trial_span(study: Path) -> tuple[int, float]:
-    """(finished trials, seconds from the first trial's start to the last trial's end)."""
+def trial_span(study: Path, slots: int) -> tuple[int, float, float]:
+    """(finished trials, seconds from the first trial's start to the last trial's end, steady trials/hour:
+    the trials finished after the first ``slots`` ones — whose time includes starting a worker process —
+    over the time from the ``slots``-th completion to the last)."""
     sys.path.insert(0, str(ROOT))
     import optuna
 
@@ -72,8 +75,9 @@ def trial_span(study: Path) -> tuple[int, float]:
     trials = [t for t in load_study(StudyConfig.load(study)).trials
               if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     start = min(t.datetime_start for t in trials)
-    end = max(t.datetime_complete for t in trials)
-    return len(trials), (end - start).total_seconds()
+    ends = sorted(t.datetime_complete for t in trials)
+    steady = 3600 * (len(ends) - slots) / (ends[-1] - ends[slots - 1]).total_seconds()
+    return len(trials), (ends[-1] - start).total_seconds(), steady
 
 
 def main() -> None:
@@ -95,15 +99,17 @@ def main() -> None:
             (tmp / name).mkdir()
             shutil.copy(tmp / "warm" / "teacher.pt", tmp / name / "teacher.pt")
             wall = run(study, workers, threads)
-            n, span = trial_span(study)
-            rows.append((label, n, wall, 3600 * n / wall, 3600 * n / span))
+            n, span, steady = trial_span(study, args.cpus)
+            rows.append((label, n, wall, 3600 * n / wall, 3600 * n / span, steady))
     print(f"digits, {args.trials} searched trials + 2 baselines, {args.epochs} epochs, {args.cpus} cores")
-    print(f"{'backend':12s} {'trials':>6s} {'wall s':>7s} {'trials/h (wall)':>16s} {'trials/h (trials)':>18s}")
-    for label, n, wall, per_wall, per_span in rows:
-        print(f"{label:12s} {n:6d} {wall:7.1f} {per_wall:16.0f} {per_span:18.0f}")
+    print(f"{'backend':12s} {'trials':>6s} {'wall s':>7s} {'trials/h (wall)':>16s} {'trials/h (trials)':>18s} "
+          f"{'trials/h (steady)':>18s}")
+    for label, n, wall, per_wall, per_span, steady in rows:
+        print(f"{label:12s} {n:6d} {wall:7.1f} {per_wall:16.0f} {per_span:18.0f} {steady:18.0f}")
     ray = rows[-1]
     for ref in rows[:-1]:
-        print(f"ray / {ref[0]}: {ray[3] / ref[3]:.2f}x (wall), {ray[4] / ref[4]:.2f}x (between first and last trial)")
+        print(f"ray / {ref[0]}: {ray[3] / ref[3]:.2f}x (wall), {ray[4] / ref[4]:.2f}x (between first and last "
+              f"trial), {ray[5] / ref[5]:.2f}x (steady, after each slot's first trial)")
 
 
 if __name__ == "__main__":
