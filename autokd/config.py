@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, UnknownNameError
 from .files import format_validation_error, load_yaml
 
-__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec"]
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec", "RaySpec"]
 
 
 class _Strict(BaseModel):
@@ -133,6 +133,34 @@ class DiswotSpec(_Strict):
     batch_size: int = Field(64, ge=2)
 
 
+class RaySpec(_Strict):
+    """Resources of ``search.backend: ray``. ``address: auto`` joins a running cluster (``ray start --head``),
+    ``ray://host:10001`` a remote one; without it a local Ray is started for the run and shut down after it."""
+
+    address: str | None = None
+    cpus_per_trial: int = Field(1, ge=1, description="CPUs each trial reserves (= its torch threads)")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs each trial reserves; a fraction packs "
+                                  "several small students on one GPU (e.g. 0.25)")
+    max_concurrent: int | None = Field(None, ge=1, description="trials running at once (default: as many as "
+                                       "the resources allow)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started without an address "
+                                 "(default: all of this machine's)")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None or v == "auto" or v.startswith("ray://") or (":" in v and v.rsplit(":", 1)[1].isdigit()):
+            return v
+        raise ValueError(f"address must be auto, host:port or ray://host:port, got {v!r}")
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"gpus_per_trial above 1 must be a whole number of GPUs, got {v}")
+        return v
+
+
 class SearchSpec(_Strict):
     mode: Literal["search", "diswot"] = "search"
     backend: Literal["optuna", "ray"] = "optuna"
@@ -158,6 +186,7 @@ class SearchSpec(_Strict):
     baseline_ce_weight: float = Field(0.1, ge=0)
     prescreen: PrescreenSpec | None = None
     diswot: DiswotSpec = Field(default_factory=DiswotSpec)
+    ray: RaySpec = Field(default_factory=RaySpec, description="resources of search.backend: ray")
 
     @field_validator("sampler")
     @classmethod

@@ -40,9 +40,12 @@ class StudyContext:
 
     @classmethod
     def open(cls, cfg: StudyConfig, *, need_teacher: bool = True, log: Callable[[str], None] = print,
-             on_epoch: Callable[[dict], None] | None = None, check: ModelCheck | None = None) -> StudyContext:
+             on_epoch: Callable[[dict], None] | None = None, check: ModelCheck | None = None,
+             teacher_weights: dict[str, torch.Tensor] | None = None) -> StudyContext:
         """Build the data, run ``check`` against the teacher's probed shapes, then obtain the teacher (trained
-        once and stored under the study folder, or loaded from ``teacher.checkpoint``) and its output source."""
+        once and stored under the study folder, or loaded from ``teacher.checkpoint``) and its output source.
+        ``teacher_weights``: the teacher's state dict as another process obtained it (a Ray worker receives
+        the driver's): the teacher is built from ``cfg.teacher`` and loaded with them, never trained."""
         from . import models
         from .train import Trainer, make_teacher_source, obtain_teacher, resolve_device
         from .train.threads import set_cpu_threads
@@ -60,7 +63,16 @@ class StudyContext:
         if need_teacher:
             if cfg.teacher.train_fraction != cfg.data.train_fraction and not cfg.teacher.checkpoint:
                 t_data = cfg.data.model_copy(update={"train_fraction": cfg.teacher.train_fraction}).create(cfg.base_dir)
-            teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
+            if teacher_weights is not None:
+                from .fingerprint import model_fingerprint
+
+                teacher = models.from_spec(cfg.teacher, data.num_classes, data.input_shape[0])
+                teacher.load_state_dict(teacher_weights)
+                teacher.arch_name = cfg.teacher.name
+                teacher = teacher.to(device).eval().requires_grad_(False)
+                info = {"fingerprint": model_fingerprint(teacher)}
+            else:
+                teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
             source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir)
         trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch,
                           cache_dir=cache_dir, teacher_data=t_data)

@@ -38,6 +38,14 @@ def _study(tmp_path, **over):
         ({"space": "nowhere.yaml"}, "search space not found"),
         ({"name": "'a b'"}, "name must be letters"),
         ({"extra_field": "1"}, "extra_field: unknown field"),
+        ({"search": "{backend: ray, ray: {address: somewhere}}"}, "search.ray.address: address must be auto"),
+        ({"search": "{backend: ray, ray: {cpus_per_trial: 0}}"}, "search.ray.cpus_per_trial"),
+        ({"search": "{backend: ray, ray: {gpus_per_trial: 1.5}}"}, "must be a whole number of GPUs"),
+        ({"search": "{backend: ray, ray: {gpus_per_trial: 0.5}}", "device": "cpu"},
+         "search.ray.gpus_per_trial: 0.5 GPUs per trial with device: cpu"),
+        ({"search": "{backend: ray, mode: diswot}"}, "search.backend: ray runs search.mode: search"),
+        ({"search": "{backend: ray, ray: {address: auto, num_cpus: 2}}"}, "search.ray.num_cpus"),
+        ({"search": "{backend: ray, ray: {max_concurrent: 0}}"}, "search.ray.max_concurrent"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(tmp_path, over, match):
@@ -128,3 +136,14 @@ def test_a_stale_catalog_index_is_not_used(tmp_path):
                                    "families": {"schemes": [{"name": "from-index"}]}}))
     assert catalog_index.rows("schemes", current) == [{"name": "from-index"}]
     assert len(live) == len(__import__("autokd.schemes", fromlist=["SCHEMES"]).SCHEMES.names())
+
+
+def test_ray_backend_without_ray_installed_exits_2_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("ray") else real(name, *a))
+    p = _study(tmp_path, search="{backend: ray}")
+    res = runner.invoke(app, ["search", str(p)])
+    assert res.exit_code == 2 and "pip install 'autokd[ray]'" in res.output, res.output
+    assert not (tmp_path / "s" / "teacher.pt").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -16,12 +17,73 @@ if TYPE_CHECKING:
     from ..context import StudyContext
     from .space import SearchSpace
 
-__all__ = ["Objective"]
+__all__ = ["Objective", "Outcome", "train_trial", "report_epoch"]
+
+
+@dataclass
+class Outcome:
+    """What training one trial produced, as plain data: under Ray it travels from a worker to the driver,
+    which records it (:meth:`Objective.finish`) exactly as the in-process backend does."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False  # the pruner stopped it after ``metrics["epochs"]`` epochs
+    seed_accs: list[float] = field(default_factory=list)  # per-seed val acc when it trained several seeds
+    diverged: str | None = None  # the loss became non-finite (the reason)
+    invalid: str | None = None  # the components refused the recipe (a ConfigError's message)
+    failed: str | None = None  # a RuntimeError (e.g. out of memory): the trial FAILs
+
+
+def report_epoch(trial, epoch: int, acc: float, *, prunable: bool, multi: bool) -> bool:
+    """Store epoch ``epoch``'s (0-based) validation accuracy as the trial's intermediate value and ask the
+    study's pruner whether to stop. Baselines are never pruned; Optuna does not prune multi-objective trials."""
+    if multi:
+        return False
+    trial.report(acc, epoch)
+    return prunable and trial.should_prune()
+
+
+def train_trial(trainer, recipe: Recipe, *, seeds: list[int], report) -> Outcome:
+    """Train ``recipe`` (``report(epoch, acc) -> stop?`` after each epoch). With several ``seeds`` a trial
+    that survives its first seed trains the others (no pruning) and its value is their mean val acc."""
+    epochs = recipe.optim.epochs
+    try:
+        res = trainer.fit(recipe, epochs=epochs, report=report)
+    except TrainingDiverged as e:
+        return Outcome(diverged=str(e))
+    except ConfigError as e:
+        return Outcome(invalid=str(e))
+    except RuntimeError as e:
+        return Outcome(failed=_one_line(e))
+    m = dict(res.metrics)
+    accs: list[float] = []
+    if not res.stopped and len(seeds) > 1:
+        accs = [m["val_acc"]]
+        for seed in seeds[1:]:
+            try:
+                extra = trainer.fit(recipe.with_seed(seed), epochs=epochs, measure=False)
+            except TrainingDiverged as e:
+                return Outcome(diverged=f"seed {seed}: {e}")
+            except RuntimeError as e:
+                return Outcome(failed=_one_line(e))
+            accs.append(extra.metrics["val_acc"])
+            m["epochs"] += extra.metrics["epochs"]
+            m["train_time_s"] += extra.metrics["train_time_s"]
+        m["val_acc"] = statistics.mean(accs)
+    return Outcome(metrics=m, history=res.history, stopped=res.stopped, seed_accs=accs)
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
 class Objective:
     """Callable for ``study.optimize``. Returns validation accuracy (or ``(val_acc, params)`` when the
     study is multi-objective). Selection uses the validation split only; the test split is never touched.
+
+    A call is three steps: :meth:`prepare` (in the process that owns the study), :func:`train_trial` (anywhere:
+    a Ray worker runs only this step) and :meth:`finish` (back in the owner), so every backend records the
+    same attributes, files and states.
 
     With ``search.seeds_per_trial: k > 1`` a trial trains its first seed under the pruner (intermediate
     values are that seed's curve) and, if it survives, k−1 more seeds; its value is the mean validation
@@ -88,9 +150,9 @@ class Objective:
                 tr.record_pruned(trial, reason, epochs=0)
                 raise optuna.TrialPruned(reason)
 
-    def __call__(self, trial) -> Any:
-        import optuna
-
+    def prepare(self, trial) -> Recipe:
+        """Everything before training, in the process that owns the study: record the worker, skip a duplicate
+        baseline, build and record the recipe, prescreen it. Raises ``optuna.TrialPruned`` (reason recorded)."""
         from .backends.workers import worker_id
 
         tr.record_worker(trial, worker_id(), self.fingerprint)
@@ -98,60 +160,53 @@ class Objective:
         if is_baseline:
             self._skip_duplicate_baseline(trial)
         recipe = self.recipe_for(trial)
-        epochs = recipe.optim.epochs
         tr.record_recipe(trial, recipe)
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)
         if self.progress is not None:
-            self.progress.trial_started(trial.number, recipe, epochs)
+            self.progress.trial_started(trial.number, recipe, recipe.optim.epochs)
+        return recipe
 
-        def report(epoch: int, acc: float) -> bool:
-            if self.multi:
-                return False  # Optuna does not prune multi-objective trials
-            trial.report(acc, epoch)
-            return (not is_baseline) and trial.should_prune()
+    def finish(self, trial, recipe: Recipe, outcome: Outcome) -> Any:
+        """Record what training produced (attributes, ``trials/<n>/`` files) and turn it into the trial's
+        result: its value(s), or ``optuna.TrialPruned`` / ``RuntimeError`` (FAIL) / a baseline's ConfigError."""
+        import optuna
 
-        trainer = self.ctx.trainer
-        try:
-            res = trainer.fit(recipe, epochs=epochs, report=report)
-        except TrainingDiverged as e:  # KD-Zero's loss rejection: a distiller whose loss explodes is pruned
-            tr.record_pruned(trial, str(e), diverged=True)
-            raise optuna.TrialPruned(str(e)) from None
-        except ConfigError as e:
-            if is_baseline:
-                raise
+        if outcome.failed is not None:  # e.g. out of memory: the trial FAILs (recorded), the study goes on
+            tr.record_failed(trial, outcome.failed)
+            raise RuntimeError(outcome.failed)
+        if outcome.invalid is not None:
+            if tr.is_baseline(trial):
+                raise ConfigError(outcome.invalid)
             # a sampled combination the components refuse (e.g. a transform chain too large): not a bug of
             # the study, so the search goes on; the reason is recorded for the report
-            reason = f"invalid configuration: {e}"
+            reason = f"invalid configuration: {outcome.invalid}"
             tr.record_pruned(trial, reason, epochs=0)
-            raise optuna.TrialPruned(reason) from None
-        except RuntimeError as e:  # e.g. out of memory: the trial FAILs (recorded), the study goes on
-            tr.record_failed(trial, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
-            raise
-        m = dict(res.metrics)
-        if not res.stopped and len(self.seeds) > 1:
-            # the trial survived on its first seed: train the other seeds (no pruning) and select on the mean
-            accs = [m["val_acc"]]
-            for seed in self.seeds[1:]:
-                try:
-                    extra = trainer.fit(recipe.with_seed(seed), epochs=epochs, measure=False)
-                except TrainingDiverged as e:
-                    tr.record_pruned(trial, f"seed {seed}: {e}", diverged=True)
-                    raise optuna.TrialPruned(str(e)) from None
-                accs.append(extra.metrics["val_acc"])
-                m["epochs"] += extra.metrics["epochs"]
-                m["train_time_s"] += extra.metrics["train_time_s"]
-            tr.record_seeds(trial, accs)
-            m["val_acc"] = statistics.mean(accs)
+            raise optuna.TrialPruned(reason)
+        if outcome.diverged is not None:  # KD-Zero's loss rejection: a distiller whose loss explodes is pruned
+            tr.record_pruned(trial, outcome.diverged, diverged=True)
+            raise optuna.TrialPruned(outcome.diverged)
+        m = dict(outcome.metrics)
+        if outcome.seed_accs:
+            tr.record_seeds(trial, outcome.seed_accs)
         tr.record_metrics(trial, m)
-        self._save(trial.number, recipe, m, res.history)
-        if res.stopped:
+        self._save(trial.number, recipe, m, outcome.history)
+        if outcome.stopped:
             reason = f"pruned at epoch {m['epochs'] - 1}: val acc {m['val_acc']:.4f} (by {self.ctx.cfg.search.pruner})"
             tr.record_pruned(trial, reason)
             raise optuna.TrialPruned(reason)
         if self.multi:
             return m["val_acc"], float(m["params"])
         return m["val_acc"]
+
+    def __call__(self, trial) -> Any:
+        recipe = self.prepare(trial)
+        is_baseline = tr.is_baseline(trial)
+
+        def report(epoch: int, acc: float) -> bool:
+            return report_epoch(trial, epoch, acc, prunable=not is_baseline, multi=self.multi)
+
+        return self.finish(trial, recipe, train_trial(self.ctx.trainer, recipe, seeds=self.seeds, report=report))
 
     def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:
         d = self.ctx.cfg.study_dir / "trials" / str(number)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
 from . import trial_record as tr
 from .export import best_trial, export_best
 from .space import SearchSpace
@@ -42,8 +41,6 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
     from .backends.storage import open_study, study_lock
     from .validate import check_fingerprint, validate_study
 
-    if cfg.search.backend != "optuna":
-        raise ConfigError(f"search.backend: {cfg.search.backend!r} is not available yet; use optuna")
     multi = samplers.is_multi_objective(cfg.search.sampler)
     space = open_space(cfg)
     validate_study(cfg, space)
@@ -65,9 +62,12 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
         run_diswot(ctx, space, study, cfg.search.diswot, progress=progress, epochs=cfg.search.epochs, log=log,
                    fingerprint=fingerprint)
     else:
-        run_optuna(ctx, space, study, trials=trials or cfg.search.trials, timeout=timeout or cfg.search.timeout,
-                   epochs=cfg.search.epochs, multi_objective=multi, progress=progress, worker=worker,
-                   fingerprint=fingerprint)
+        run = run_optuna
+        if cfg.search.backend == "ray":
+            from .backends.ray_backend import run_ray as run
+        run(ctx, space, study, trials=trials or cfg.search.trials, timeout=timeout or cfg.search.timeout,
+            epochs=cfg.search.epochs, multi_objective=multi, progress=progress, worker=worker,
+            fingerprint=fingerprint)
     if best_trial(study) is not None:
         export_best(cfg, study, cfg.study_dir / "best_recipe.yaml")
     return study

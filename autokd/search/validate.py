@@ -44,6 +44,10 @@ def validate_study(cfg: StudyConfig, space: SearchSpace) -> None:
         proxies.PROXIES.canonical(cfg.search.prescreen.proxy, where="search.prescreen.proxy")
     if cfg.search.mode == "diswot":
         proxies.PROXIES.canonical(cfg.search.diswot.proxy, where="search.diswot.proxy")
+    if cfg.search.backend == "ray":
+        from .backends.ray_backend import check_ray
+
+        check_ray(cfg)
     if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).is_file():
         raise ConfigError(f"teacher.checkpoint: file not found: {cfg.teacher.checkpoint}")
     _check_writable(cfg.study_dir)

@@ -113,6 +113,21 @@ class CachedTeacher(TeacherSource):
             parts.append(self.model.forward_outputs(x).detach() if feats else _logits_and_embedding(self.model, x))
         return Outputs.cat(parts)
 
+    def logits(self) -> Tensor:
+        """The teacher's logits over the whole training split (computed, or loaded from the cache, once)."""
+        if False not in self._store:
+            self._store[False] = self._compute(False)
+        return self._store[False].logits
+
+    def adopt_logits(self, logits: Tensor) -> None:
+        """Use logits another process computed with the same teacher on the same split (:meth:`logits` of
+        the Ray driver's source, shipped to each worker process once) instead of computing or loading them."""
+        expected = (len(self.data.train_eval), self.data.num_classes)
+        if tuple(logits.shape) != expected:
+            raise ConfigError(f"teacher outputs: shipped logits have shape {tuple(logits.shape)}, the data split "
+                              f"needs {expected}; every node must see the same data")
+        self._store[False] = Outputs(logits=logits.to(self.device))
+
     def batch(self, x: Tensor, idx: Tensor, *, needs_feats: bool = False) -> Outputs:
         if needs_feats not in self._store:
             self._store[needs_feats] = self._compute(needs_feats)

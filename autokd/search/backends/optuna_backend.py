@@ -22,14 +22,14 @@ from ...errors import AutoKDError
 from .. import trial_record as tr
 from ..objective import Objective
 from .storage import study_lock
-from .workers import fail_dead_local_trials, run_seed, worker_id
+from .workers import fail_dead_local_trials, fail_unclaimed_trials, run_seed, worker_id
 
 if TYPE_CHECKING:
     from ...context import StudyContext
     from ..space import SearchSpace
 
 __all__ = ["run_optuna", "enqueue_baselines", "counted", "make_sampler", "make_pruner", "run_one_trial",
-           "Interrupted"]
+           "Interrupted", "tidy", "waiting", "running_searched", "running_baselines", "quiet"]
 
 
 #: a baseline that failed this many times (e.g. out of memory) is not enqueued again
@@ -88,7 +88,7 @@ def enqueue_baselines(study, students=None) -> list[tuple[str, str | None]]:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Silence Optuna's "experimental" warnings on heartbeat helpers that have been stable for years."""
     import optuna
 
@@ -106,21 +106,21 @@ def counted(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=ok) if not tr.is_baseline(t))
 
 
-def _running_searched(study) -> int:
+def running_searched(study) -> int:
     import optuna
 
     return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                if not tr.is_baseline(t))
 
 
-def _running_baselines(study) -> int:
+def running_baselines(study) -> int:
     import optuna
 
     return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                if tr.is_baseline(t))
 
 
-def _waiting(study) -> int:
+def waiting(study) -> int:
     import optuna
 
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
@@ -159,14 +159,15 @@ def run_one_trial(study, trial, objective) -> Any:
     return study._storage.get_trial(trial._trial_id)
 
 
-def _tidy(study, cfg, space) -> None:
+def tidy(study, cfg, space) -> None:
     """Under the study lock: fail trials whose process died (this machine) or whose heartbeat stopped (any
     machine), and (re-)enqueue missing baselines."""
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    with _quiet():
+    with quiet():
         fail_dead_local_trials(study)
+        fail_unclaimed_trials(study, cfg.search.heartbeat_grace)
         if is_heartbeat_enabled(study._storage):
             fail_stale_trials(study)
     if cfg.search.baselines:
@@ -184,22 +185,23 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
     objective = Objective(ctx, space, epochs=epochs, multi_objective=multi_objective, progress=progress,
                           fingerprint=fingerprint)
     with study_lock(cfg):
-        _tidy(study, cfg, space)
+        tidy(study, cfg, space)
         n_stored = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(cfg, space, seed=run_seed(cfg.seed, worker if worker is not None else worker_id(),
                                                            n_stored))
     if progress is not None:
-        progress.search_started(study, max(0, trials - counted(study)) + _waiting(study), trials)
+        progress.search_started(study, max(0, trials - counted(study)) + waiting(study), trials)
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
     while deadline is None or time.monotonic() < deadline:
         with study_lock(cfg):
-            _tidy(study, cfg, space)
+            tidy(study, cfg, space)
             trial = None
-            if _waiting(study) or counted(study) + _running_searched(study) < trials:
-                with _quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
+            if waiting(study) or counted(study) + running_searched(study) < trials:
+                with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
                     trial = study.ask()
-            elif counted(study) >= trials and not _running_baselines(study):
+                tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
+            elif counted(study) >= trials and not running_baselines(study):
                 break
         if trial is None:  # others are running the last trials: wait for them (or their retries)
             time.sleep(poll)

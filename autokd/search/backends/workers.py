@@ -8,13 +8,14 @@ re-enqueued by the baselines step). Trials of other machines are left to the hea
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 
 from ...fingerprint import config_hash
 from .. import trial_record as tr
 
-__all__ = ["worker_id", "run_seed", "fail_dead_local_trials", "pid_alive"]
+__all__ = ["worker_id", "run_seed", "fail_dead_local_trials", "fail_unclaimed_trials", "pid_alive"]
 
 
 def _host() -> str:
@@ -59,6 +60,27 @@ def fail_dead_local_trials(study) -> list[int]:
             continue
         study._storage.set_trial_user_attr(t._trial_id, tr.Key.FAIL_REASON.value,
                                            f"worker {who[0]}:{who[1]} died while running this trial")
+        if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+            failed.append(t.number)
+            retry(study, study._storage.get_trial(t._trial_id))
+    return failed
+
+
+def fail_unclaimed_trials(study, grace_s: float) -> list[int]:
+    """Fail (and retry) the RUNNING trials that no worker claimed within ``grace_s`` seconds of their start: a
+    process killed between asking for a trial and recording itself on it leaves one with no owner and no
+    heartbeat, which neither :func:`fail_dead_local_trials` nor Optuna's heartbeat would ever fail."""
+    import optuna
+
+    now = datetime.datetime.now()
+    failed = []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        start = t.datetime_start
+        if tr.worker_of(t) is not None or start is None or (now - start).total_seconds() < grace_s:
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, tr.Key.FAIL_REASON.value,
+                                           f"no worker claimed it within {grace_s:g} s of its start")
         if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
             failed.append(t.number)
             retry(study, study._storage.get_trial(t._trial_id))
