@@ -190,7 +190,13 @@ class StudyConfig(_Strict):
     device: str = "auto"
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: TeacherSpec
-    teacher_cache: Literal["auto", "cached", "online"] = "auto"
+    teacher_cache: str = Field(
+        "auto", description="auto | online | cached | views:K — auto: cached teacher outputs when the training "
+        "transform is deterministic, K=8 stored augmented views per image (FKD) for a parameterised "
+        "augmentation (fake's crop_flip), else online")
+    teacher_cache_topk: int | None = Field(
+        None, ge=1, description="views cache: keep the teacher's top-k probabilities + the rest mass instead of "
+        "all logits (FKD's compressed soft labels, for many classes)")
     space: str
     search: SearchSpec = Field(default_factory=SearchSpec)
     final: FinalSpec = Field(default_factory=FinalSpec)
@@ -207,6 +213,14 @@ class StudyConfig(_Strict):
             raise ValueError("name must be letters, digits, '_', '-' or '.' (it names the output folder)")
         if len(v) > 100:
             raise ValueError(f"name must be at most 100 characters (it names the output folder), got {len(v)}")
+        return v
+
+    @field_validator("teacher_cache")
+    @classmethod
+    def _teacher_cache(cls, v: str) -> str:
+        from .train.source_modes import parse_teacher_cache
+
+        parse_teacher_cache(v)
         return v
 
     @field_validator("output_dir")

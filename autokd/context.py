@@ -59,7 +59,8 @@ class StudyContext:
             if cfg.teacher.train_fraction != cfg.data.train_fraction and not cfg.teacher.checkpoint:
                 t_data = cfg.data.model_copy(update={"train_fraction": cfg.teacher.train_fraction}).create(cfg.base_dir)
             teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
-            source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir)
+            source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir,
+                                         seed=cfg.seed, topk=cfg.teacher_cache_topk, log=log)
         trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch,
                           cache_dir=cache_dir, teacher_data=t_data)
         return cls(cfg=cfg, device=device, data=data, trainer=trainer, teacher=teacher, teacher_source=source,

@@ -24,7 +24,8 @@ from ..distiller import Distiller, Step
 from ..errors import AutoKDError, ConfigError
 from ..recipe import Recipe
 from .checks import check_recipe
-from .sources import OnlineTeacher, TeacherSource, make_teacher_source
+from .source_modes import make_teacher_source
+from .sources import OnlineTeacher, TeacherSource
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "resolve_device", "evaluate", "measure_model"]
 
@@ -229,7 +230,7 @@ class Trainer:
             scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs,
                          teacher=self.teacher, teacher_source=self.teacher_source, cache_dir=self.cache_dir,
                          trainer=self)
-        base_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
+        base_loader = self._train_loader(recipe.optim.batch_size, recipe.seed)
         for t in distiller.terms:  # optional per-method stage before training (e.g. FT's paraphraser)
             t.loss.pretrain(teacher_model=self.teacher, loader=base_loader, device=dev, epochs=epochs)
         train_loader = scheme.wrap_loader(base_loader)
@@ -335,6 +336,12 @@ class Trainer:
         quantizer ranges."""
         x, _, _ = next(iter(self.data.loader("train_eval", n, shuffle=False)))
         return x
+
+    def _train_loader(self, batch_size: int, seed: int):
+        """The training batches: the teacher source's (the views cache serves its stored views), else the data's."""
+        if self.teacher_source is None:
+            return self.data.loader("train", batch_size, shuffle=True, seed=seed)
+        return self.teacher_source.train_loader(self.data, batch_size, seed)
 
     def _source_outputs(self, x: torch.Tensor, idx: torch.Tensor, needs_feats: bool):
         """The teacher source's outputs for a batch (``None`` without a source: the distiller runs its teacher)."""
