@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, UnknownNameError
 from .files import format_validation_error, load_yaml
 
-__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec"]
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec",
+           "FidelitySpec"]
 
 
 class _Strict(BaseModel):
@@ -133,6 +134,16 @@ class DiswotSpec(_Strict):
     batch_size: int = Field(64, ge=2)
 
 
+class FidelitySpec(_Strict):
+    """Cheaper trials (Auto-KD's sparse training): each searched trial — baselines included — trains on a fixed
+    random ``data_fraction`` of the training split (stratified, fixed by the study seed) for ``epochs`` epochs;
+    recipes record full fidelity and the final retrain runs at it. ``benchmarks/fidelity_rank.py`` measures
+    how well the cheap ranking agrees with the full one."""
+
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    epochs: int | None = Field(None, ge=1, description="epochs per trial (default: search.epochs or the space's)")
+
+
 class SearchSpec(_Strict):
     mode: Literal["search", "diswot"] = "search"
     backend: Literal["optuna", "ray"] = "optuna"
@@ -158,6 +169,7 @@ class SearchSpec(_Strict):
     baseline_ce_weight: float = Field(0.1, ge=0)
     prescreen: PrescreenSpec | None = None
     diswot: DiswotSpec = Field(default_factory=DiswotSpec)
+    fidelity: FidelitySpec = Field(default_factory=FidelitySpec)
 
     @field_validator("sampler")
     @classmethod

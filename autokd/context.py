@@ -37,6 +37,29 @@ class StudyContext:
     teacher: nn.Module | None = None
     teacher_source: TeacherSource | None = None
     teacher_info: dict[str, Any] = field(default_factory=dict)
+    _trial_trainer: Trainer | None = field(default=None, repr=False)
+
+    def trial_trainer(self) -> Trainer:
+        """The trainer of searched trials: with ``search.fidelity.data_fraction < 1`` one over a fixed random
+        subset of the training split (fixed by the study seed; its own teacher source, cached like the
+        study's), else the study's trainer."""
+        fraction = self.cfg.search.fidelity.data_fraction
+        if fraction >= 1:
+            return self.trainer
+        if self._trial_trainer is None:
+            from .data.fidelity import train_subset
+            from .train import Trainer, make_teacher_source
+
+            sub = train_subset(self.data, fraction, self.cfg.seed)
+            source = None
+            if self.teacher is not None:
+                source = make_teacher_source(self.cfg.teacher_cache, self.teacher, sub, self.device,
+                                             cache_dir=self.trainer.cache_dir, key="fidelity", seed=self.cfg.seed,
+                                             topk=self.cfg.teacher_cache_topk)
+            self._trial_trainer = Trainer(sub, teacher=self.teacher, teacher_source=source, device=self.device,
+                                          on_epoch=self.trainer.on_epoch, cache_dir=self.trainer.cache_dir,
+                                          teacher_data=self.trainer.teacher_data)
+        return self._trial_trainer
 
     @classmethod
     def open(cls, cfg: StudyConfig, *, need_teacher: bool = True, log: Callable[[str], None] = print,

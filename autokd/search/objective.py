@@ -98,7 +98,8 @@ class Objective:
         if is_baseline:
             self._skip_duplicate_baseline(trial)
         recipe = self.recipe_for(trial)
-        epochs = recipe.optim.epochs
+        # search.fidelity: trials train fewer epochs / on a data subset; the recipe records full fidelity
+        epochs = self.ctx.cfg.search.fidelity.epochs or recipe.optim.epochs
         tr.record_recipe(trial, recipe)
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)
@@ -111,7 +112,7 @@ class Objective:
             trial.report(acc, epoch)
             return (not is_baseline) and trial.should_prune()
 
-        trainer = self.ctx.trainer
+        trainer = self.ctx.trial_trainer()
         try:
             res = trainer.fit(recipe, epochs=epochs, report=report)
         except TrainingDiverged as e:  # KD-Zero's loss rejection: a distiller whose loss explodes is pruned
