@@ -209,6 +209,9 @@ class StudyConfig(_Strict):
     teacher_cache_topk: int | None = Field(
         None, ge=1, description="views cache: keep the teacher's top-k probabilities + the rest mass instead of "
         "all logits (FKD's compressed soft labels, for many classes)")
+    teacher_cache_feature_mb: float = Field(
+        1024.0, ge=0, description="views cache: store the teacher's stage features with the views when they take "
+        "at most this many MB, else run the teacher online for feature-level terms")
     space: str
     search: SearchSpec = Field(default_factory=SearchSpec)
     final: FinalSpec = Field(default_factory=FinalSpec)

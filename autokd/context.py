@@ -55,7 +55,8 @@ class StudyContext:
             if self.teacher is not None:
                 source = make_teacher_source(self.cfg.teacher_cache, self.teacher, sub, self.device,
                                              cache_dir=self.trainer.cache_dir, key="fidelity", seed=self.cfg.seed,
-                                             topk=self.cfg.teacher_cache_topk)
+                                             topk=self.cfg.teacher_cache_topk,
+                                             feature_budget_mb=self.cfg.teacher_cache_feature_mb)
             self._trial_trainer = Trainer(sub, teacher=self.teacher, teacher_source=source, device=self.device,
                                           on_epoch=self.trainer.on_epoch, cache_dir=self.trainer.cache_dir,
                                           teacher_data=self.trainer.teacher_data)
@@ -83,7 +84,8 @@ class StudyContext:
                 t_data = cfg.data.model_copy(update={"train_fraction": cfg.teacher.train_fraction}).create(cfg.base_dir)
             teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
             source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir,
-                                         seed=cfg.seed, topk=cfg.teacher_cache_topk, log=log)
+                                         seed=cfg.seed, topk=cfg.teacher_cache_topk, log=log,
+                                         feature_budget_mb=cfg.teacher_cache_feature_mb)
         trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch,
                           cache_dir=cache_dir, teacher_data=t_data)
         return cls(cfg=cfg, device=device, data=data, trainer=trainer, teacher=teacher, teacher_source=source,

@@ -28,13 +28,15 @@ def parse_teacher_cache(mode: str) -> tuple[str, int]:
 
 
 def make_teacher_source(mode: str, model: nn.Module, data, device, cache_dir=None, key="", *, seed: int = 0,
-                        topk: int | None = None, log: Callable[[str], None] | None = None) -> TeacherSource:
+                        topk: int | None = None, log: Callable[[str], None] | None = None,
+                        feature_budget_mb: float = 1024.0) -> TeacherSource:
     """``mode`` (see :func:`parse_teacher_cache`): ``online``; ``cached`` (outputs per sample; needs a
     deterministic training transform); ``views:K`` (K stored augmented views per image, FKD; needs a
     parameterised augmentation such as ``fake``'s ``crop_flip``); ``auto``: cached for deterministic data,
     views for parameterised augmentation, else online. ``key`` labels the cache files (e.g. the helper model
     they belong to); their content key is always the fingerprint of the model's weights and of the data split
-    (plus, for views, the transform, K, ``seed`` and ``topk``)."""
+    (plus, for views, the transform, K, ``seed`` and ``topk``). ``feature_budget_mb``: views store stage
+features too when they fit it, else terms on features run the teacher online on the same views."""
     kind, views = parse_teacher_cache(mode)
     if kind == "auto":
         if data.deterministic_train:
@@ -47,5 +49,5 @@ def make_teacher_source(mode: str, model: nn.Module, data, device, cache_dir=Non
         return OnlineTeacher(model)
     if kind == "views":
         return ViewsTeacher(model, data, device, cache_dir=cache_dir, key=key, views=views, seed=seed, topk=topk,
-                            log=log)
+                            log=log, feature_budget_mb=feature_budget_mb)
     return CachedTeacher(model, data, device, cache_dir=cache_dir, key=key)

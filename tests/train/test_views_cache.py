@@ -109,9 +109,9 @@ def test_cache_is_keyed_by_teacher_views_and_seed_and_never_reused_stale(bundle,
     builds = []
     original = ViewsTeacher._build
 
-    def counting(self):
+    def counting(self, kind):
         builds.append((self.views, self.seed))
-        return original(self)
+        return original(self, kind)
 
     monkeypatch.setattr(ViewsTeacher, "_build", counting)
 
@@ -178,3 +178,42 @@ def test_kd_loss_on_views_is_hintons_formula(bundle, teacher, tmp_path):
 
     got = create("kd", temperature=4.0)(Outputs(logits=s), src.batch(x, idx), y)
     torch.testing.assert_close(got, ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget_mb, stored", [(64.0, True), (0.0, False)])
+def test_feature_terms_on_views_equal_online_whether_stored_or_run_online(bundle, teacher, tmp_path, budget_mb,
+                                                                          stored):
+    recipe = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 2}), ce_weight=0.1,
+                    terms=[TermSpec(loss="at", weight=1.0, pairs="auto"), TermSpec(loss="kd", weight=0.9)])
+    d = Distiller(teacher, models.from_spec(recipe.student, 6, 3), recipe, input_shape=(3, 8, 8))
+    assert d.needs_feats
+    logs: list[str] = []
+    src = make_teacher_source("views:2", teacher, bundle, CPU, cache_dir=tmp_path, log=logs.append,
+                              feature_budget_mb=budget_mb)
+    online = OnlineTeacher(teacher)
+    for x, y, idx in src.train_loader(bundle, 40, seed=3):
+        got = src.batch(x, idx, needs_feats=True)
+        ref = online.batch(x, idx, needs_feats=True)
+        assert len(got.feats) == len(ref.feats) > 0
+        for a, b in zip(got.feats + [got.logits], ref.feats + [ref.logits], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        losses = d(x, y, teacher_outputs=got)
+        expected = d(x, y, teacher_outputs=ref)
+        for k in losses:
+            torch.testing.assert_close(losses[k], expected[k], rtol=1e-5, atol=1e-6)
+    assert src.features_fit() is stored
+    assert any(("stored with the views" if stored else "computed online") in m for m in logs)
+    assert (src.path("outputs").is_dir()) is stored
+
+
+def test_outputs_flatten_round_trip():
+    from autokd.outputs import QKV, Outputs
+    from autokd.train.views import flatten_outputs, unflatten_outputs
+
+    t = [torch.randn(2, 3) for _ in range(9)]
+    o = Outputs(logits=t[0], feats=[t[1], t[2]], preacts=[t[3]], embedding=t[4], heads={"dist.x": t[5]},
+                attention=[QKV(t[6], t[7], t[8])])
+    back = unflatten_outputs(flatten_outputs(o))
+    assert back.logits is t[0] and back.feats == [t[1], t[2]] and back.preacts == [t[3]]
+    assert back.embedding is t[4] and back.heads == {"dist.x": t[5]} and back.tokens == {}
+    assert [tuple(a) for a in back.attention] == [(t[6], t[7], t[8])]
