@@ -68,7 +68,9 @@ def throughput(args, device: str, procs: int, precision: str) -> float:
     """Trials per hour of ``procs`` concurrent processes (from the first counted start to the last end)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    cores = max(1, (mp.cpu_count() or 1) // procs)
+    from autokd.train.precision import available_cores
+
+    cores = max(1, available_cores() // procs)
     ps = [ctx.Process(target=_worker, args=(args, device, precision, cores, q)) for _ in range(procs)]
     for p in ps:
         p.start()
