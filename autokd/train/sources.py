@@ -41,10 +41,11 @@ class TeacherSource:
     def batch(self, x: Tensor, idx: Tensor, *, needs_feats: bool = False) -> Outputs:
         raise NotImplementedError
 
-    def train_loader(self, data, batch_size: int, seed: int):
+    def train_loader(self, data, batch_size: int, seed: int, **loader_kw):
         """The training batches ``(x, y, idx)`` its outputs belong to (the views cache serves its stored
-        views; every other source the dataset's own shuffled loader)."""
-        return data.loader("train", batch_size, shuffle=True, seed=seed)
+        views; every other source the dataset's own shuffled loader; ``loader_kw``: ``device``,
+        ``num_workers``)."""
+        return data.loader("train", batch_size, shuffle=True, seed=seed, **loader_kw)
 
 
 class OnlineTeacher(TeacherSource):

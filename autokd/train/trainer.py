@@ -26,6 +26,7 @@ from ..recipe import Recipe
 from .checks import check_recipe
 from .precision import (
     autocast,
+    available_cores,
     channels_last,
     limit_threads,
     make_scaler,
@@ -391,11 +392,17 @@ class Trainer:
         crop/flip then run there too), else where they are."""
         return self.device if self.device.type == "cuda" else None
 
+    def _loader_workers(self) -> int:
+        """DataLoader worker processes for file datasets (pinned batches): up to 4 on an accelerator, none on
+        the CPU, where workers would take cores from training. In-memory datasets ignore it."""
+        return min(4, available_cores() - 1) if self.device.type == "cuda" else 0
+
     def _train_loader(self, batch_size: int, seed: int):
         """The training batches: the teacher source's (the views cache serves its stored views), else the data's."""
+        kw = {"device": self._data_device(), "num_workers": self._loader_workers()}
         if self.teacher_source is None:
-            return self.data.loader("train", batch_size, shuffle=True, seed=seed, device=self._data_device())
-        return self.teacher_source.train_loader(self.data, batch_size, seed)
+            return self.data.loader("train", batch_size, shuffle=True, seed=seed, **kw)
+        return self.teacher_source.train_loader(self.data, batch_size, seed, **kw)
 
     def _source_outputs(self, x: torch.Tensor, idx: torch.Tensor, needs_feats: bool):
         """The teacher source's outputs for a batch (``None`` without a source: the distiller runs its teacher)."""

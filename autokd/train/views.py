@@ -221,7 +221,8 @@ class ViewsTeacher(TeacherSource):
         return self._features_fit
 
     # ---- the source --------------------------------------------------------------------------------
-    def train_loader(self, data, batch_size: int, seed: int) -> ViewsLoader:
+    def train_loader(self, data, batch_size: int, seed: int, **loader_kw) -> ViewsLoader:
+        """Batches of the stored views, held on the source's device (``loader_kw`` does not apply)."""
         if data is not self.data:
             raise ConfigError("the views cache serves the dataset it was built for; build one per dataset")
         arrays = self._arrays()
