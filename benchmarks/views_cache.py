@@ -6,8 +6,8 @@ Synthetic data in CIFAR layout (``fake``, 3x32x32, ``augment: crop_flip``), so i
 Prints ratios measured in one run, e.g.::
 
     python benchmarks/views_cache.py --n 960 --repeats 3
-    python benchmarks/views_cache.py --accuracy --seeds 3 --epochs 8 --teacher-epochs 8 --n 1200 \
-        --teacher resnet20 --student resnet8   # the accuracy check, smaller models
+    python benchmarks/views_cache.py --accuracy --seeds 3 --epochs 8 --teacher-epochs 8 --n 1200 --noise 0.8 \
+        --teacher resnet20 --student resnet8 --views 4   # the accuracy check, smaller models
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=960, help="synthetic images in all splits (70%% train)")
     ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--noise", type=float, default=1.5, help="fake data noise (lower: an easier task)")
     ap.add_argument("--teacher", default="resnet32x4")
     ap.add_argument("--student", default="resnet8x4")
     ap.add_argument("--views", type=int, default=8, help="stored views per image (K)")
@@ -51,7 +52,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     dev = torch.device("cpu")
-    bundle = data.create("fake", image_size=32, channels=3, n=args.n, num_classes=args.classes, noise=1.5,
+    bundle = data.create("fake", image_size=32, channels=3, n=args.n, num_classes=args.classes, noise=args.noise,
                          augment="crop_flip", seed=0, val_fraction=0.15, test_fraction=0.15)
     torch.manual_seed(0)
     teacher = models.create(args.teacher, bundle.num_classes, in_channels=3)
