@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError, UnknownNameError
 from .files import format_validation_error, load_yaml
 
-__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec", "PrescreenSpec", "DiswotSpec", "RaySpec"]
+__all__ = ["StudyConfig", "DataSpec", "TeacherSpec", "NastySpec", "AdversarialSpec", "SearchSpec", "FinalSpec",
+           "PrescreenSpec", "DiswotSpec", "RaySpec", "FidelitySpec"]
 
 
 class _Strict(BaseModel):
@@ -161,6 +162,16 @@ class RaySpec(_Strict):
         return v
 
 
+class FidelitySpec(_Strict):
+    """Cheaper trials (Auto-KD's sparse training): each searched trial — baselines included — trains on a fixed
+    random ``data_fraction`` of the training split (stratified, fixed by the study seed) for ``epochs`` epochs;
+    recipes record full fidelity and the final retrain runs at it. ``benchmarks/fidelity_rank.py`` measures
+    how well the cheap ranking agrees with the full one."""
+
+    data_fraction: float = Field(1.0, gt=0, le=1)
+    epochs: int | None = Field(None, ge=1, description="epochs per trial (default: search.epochs or the space's)")
+
+
 class SearchSpec(_Strict):
     mode: Literal["search", "diswot"] = "search"
     backend: Literal["optuna", "ray"] = "optuna"
@@ -187,6 +198,7 @@ class SearchSpec(_Strict):
     prescreen: PrescreenSpec | None = None
     diswot: DiswotSpec = Field(default_factory=DiswotSpec)
     ray: RaySpec = Field(default_factory=RaySpec, description="resources of search.backend: ray")
+    fidelity: FidelitySpec = Field(default_factory=FidelitySpec)
 
     @field_validator("sampler")
     @classmethod
@@ -219,7 +231,16 @@ class StudyConfig(_Strict):
     device: str = "auto"
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: TeacherSpec
-    teacher_cache: Literal["auto", "cached", "online"] = "auto"
+    teacher_cache: str = Field(
+        "auto", description="auto | online | cached | views:K — auto: cached teacher outputs when the training "
+        "transform is deterministic, K=8 stored augmented views per image (FKD) for a parameterised "
+        "augmentation (fake's crop_flip), else online")
+    teacher_cache_topk: int | None = Field(
+        None, ge=1, description="views cache: keep the teacher's top-k probabilities + the rest mass instead of "
+        "all logits (FKD's compressed soft labels, for many classes)")
+    teacher_cache_feature_mb: float = Field(
+        1024.0, ge=0, description="views cache: store the teacher's stage features with the views when they take "
+        "at most this many MB, else run the teacher online for feature-level terms")
     space: str
     search: SearchSpec = Field(default_factory=SearchSpec)
     final: FinalSpec = Field(default_factory=FinalSpec)
@@ -236,6 +257,14 @@ class StudyConfig(_Strict):
             raise ValueError("name must be letters, digits, '_', '-' or '.' (it names the output folder)")
         if len(v) > 100:
             raise ValueError(f"name must be at most 100 characters (it names the output folder), got {len(v)}")
+        return v
+
+    @field_validator("teacher_cache")
+    @classmethod
+    def _teacher_cache(cls, v: str) -> str:
+        from .train.source_modes import parse_teacher_cache
+
+        parse_teacher_cache(v)
         return v
 
     @field_validator("output_dir")

@@ -37,6 +37,30 @@ class StudyContext:
     teacher: nn.Module | None = None
     teacher_source: TeacherSource | None = None
     teacher_info: dict[str, Any] = field(default_factory=dict)
+    _trial_trainer: Trainer | None = field(default=None, repr=False)
+
+    def trial_trainer(self) -> Trainer:
+        """The trainer of searched trials: with ``search.fidelity.data_fraction < 1`` one over a fixed random
+        subset of the training split (fixed by the study seed; its own teacher source, cached like the
+        study's), else the study's trainer."""
+        fraction = self.cfg.search.fidelity.data_fraction
+        if fraction >= 1:
+            return self.trainer
+        if self._trial_trainer is None:
+            from .data.fidelity import train_subset
+            from .train import Trainer, make_teacher_source
+
+            sub = train_subset(self.data, fraction, self.cfg.seed)
+            source = None
+            if self.teacher is not None:
+                source = make_teacher_source(self.cfg.teacher_cache, self.teacher, sub, self.device,
+                                             cache_dir=self.trainer.cache_dir, key="fidelity", seed=self.cfg.seed,
+                                             topk=self.cfg.teacher_cache_topk,
+                                             feature_budget_mb=self.cfg.teacher_cache_feature_mb)
+            self._trial_trainer = Trainer(sub, teacher=self.teacher, teacher_source=source, device=self.device,
+                                          on_epoch=self.trainer.on_epoch, cache_dir=self.trainer.cache_dir,
+                                          teacher_data=self.trainer.teacher_data)
+        return self._trial_trainer
 
     @classmethod
     def open(cls, cfg: StudyConfig, *, need_teacher: bool = True, log: Callable[[str], None] = print,
@@ -73,7 +97,9 @@ class StudyContext:
                 info = {"fingerprint": model_fingerprint(teacher)}
             else:
                 teacher, info = obtain_teacher(cfg.teacher, t_data, cfg.study_dir, device, log=log)
-            source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir)
+            source = make_teacher_source(cfg.teacher_cache, teacher, data, device, cache_dir=cache_dir,
+                                         seed=cfg.seed, topk=cfg.teacher_cache_topk, log=log,
+                                         feature_budget_mb=cfg.teacher_cache_feature_mb)
         trainer = Trainer(data, teacher=teacher, teacher_source=source, device=device, on_epoch=on_epoch,
                           cache_dir=cache_dir, teacher_data=t_data)
         return cls(cfg=cfg, device=device, data=data, trainer=trainer, teacher=teacher, teacher_source=source,

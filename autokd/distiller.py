@@ -6,7 +6,8 @@ and a user's own loop alike — so a recipe behaves identically in both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,22 @@ class Step:
 
     losses: dict[str, Tensor]
     student: Outputs
+
+
+def _as_fp32(o: Outputs) -> Outputs:
+    return o.apply(lambda t: t.float() if t.is_floating_point() else t)
+
+
+@contextlib.contextmanager
+def _fp32_losses(x: Tensor) -> Iterator[Callable[[Outputs], Outputs]]:
+    """Under autocast, disable it and hand out a converter of :class:`Outputs` to fp32: distillation losses
+    (softmax at high temperature, Gram matrices, KL sums) are computed in fp32. Without autocast, a no-op."""
+    kind = x.device.type
+    if not torch.is_autocast_enabled(kind):
+        yield lambda o: o
+        return
+    with torch.autocast(device_type=kind, enabled=False):
+        yield _as_fp32
 
 
 def _build_terms(recipe: Recipe, student: nn.Module, teacher: nn.Module | None,
@@ -212,10 +229,12 @@ class Distiller(nn.Module):
                 extra["index"] = index
             if "input" in self.needs:
                 extra["x"] = x
-            for t in active:
-                value = t.loss(s_out, t_out, y, **extra)
-                out[t.key] = value
-                distill = distill + (t.weight * scales.get(t.key, 1.0)) * value
+            with _fp32_losses(x) as to_fp32:  # under autocast: terms see fp32 outputs, computed in fp32
+                s32, t32 = to_fp32(s_out), to_fp32(t_out)
+                for t in active:
+                    value = t.loss(s32, t32, y, **extra)
+                    out[t.key] = value
+                    distill = distill + (t.weight * scales.get(t.key, 1.0)) * value
         for t in self.terms:
             out.setdefault(t.key, torch.zeros((), device=ce.device))
         out["task"] = task

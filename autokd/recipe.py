@@ -143,6 +143,10 @@ class OptimSpec(_Strict):
     warmup_epochs: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(15, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on a CUDA device that supports it, else fp32 (always fp32 on "
+        "the CPU); losses are computed in fp32; fp16 adds loss scaling")
+    compile: bool = Field(False, description="torch.compile the student's forward (opt-in)")
 
 
 class Provenance(BaseModel):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import arrays, cifar, imagefolder, text  # noqa: F401  (register the builders)
 from .base import DATASETS, SPLITS, DataBundle
 from .factory import create, names, options
+from .fidelity import train_subset
 from .loading import ArrayDataset, BatchIterator, EpochDataLoader, IndexedDataset, make_loader
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "create",
     "names",
     "options",
+    "train_subset",
 ]

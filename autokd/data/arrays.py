@@ -1,8 +1,9 @@
-"""In-memory datasets without augmentation: ``digits`` (sklearn, embedded) and ``fake`` (synthetic).
+"""In-memory datasets: ``digits`` (sklearn, embedded) and ``fake`` (synthetic).
 
 Both are split stratified by ``seed`` (see :func:`~autokd.data.splits.stratified_split`), normalised per
 channel with the final train split's mean/std, and served as transform-free :class:`ArrayDataset`
-(fast loader path, ``deterministic_train=True``).
+(fast loader path). ``fake`` may augment its training split (``augment: crop_flip``, pad-4 random crop +
+horizontal flip as on CIFAR, applied batch-wise on the data's device); then ``deterministic_train=False``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
+from .augment import make_augment
 from .base import DATASETS, DataBundle, split_fingerprint
 from .loading import ArrayDataset
 from .splits import stratified_split, stratified_subset
@@ -35,8 +37,11 @@ def array_bundle(
     source: str,
     num_classes: int | None = None,
     extra_info: dict[str, Any] | None = None,
+    augment: Any = None,
 ) -> DataBundle:
-    """Split ``x`` (N,C,H,W float) / ``y`` (N,) stratified, normalise with train stats, wrap in a bundle."""
+    """Split ``x`` (N,C,H,W float) / ``y`` (N,) stratified, normalise with train stats, wrap in a bundle.
+    ``augment`` (a batched augmentation) applies to the ``train`` split only; ``train_eval`` shares its
+    tensors without it."""
     labels = y.numpy()
     train, val, test = stratified_split(labels, seed, val_fraction, test_fraction)
     train = stratified_subset(train, labels, train_fraction, seed)
@@ -49,7 +54,8 @@ def array_bundle(
         t = torch.from_numpy(idx)
         return ArrayDataset(xn[t].contiguous(), y[t].clone())
 
-    train_ds = part(train)
+    train_eval = part(train)
+    train_ds = train_eval if augment is None else ArrayDataset(train_eval.x, train_eval.y, augment=augment)
     k = int(num_classes if num_classes is not None else int(y.max()) + 1)
     info: dict[str, Any] = {
         "dataset": name,
@@ -73,8 +79,8 @@ def array_bundle(
         test=part(test),
         num_classes=k,
         input_shape=tuple(int(s) for s in x.shape[1:]),  # type: ignore[arg-type]
-        deterministic_train=True,
-        train_eval=train_ds,
+        deterministic_train=augment is None,
+        train_eval=train_eval,
         info=info,
     )
 
@@ -120,7 +126,7 @@ def _int_option(field: str, value: Any, lo: int, allowed: str | None = None) -> 
 @DATASETS.register(
     "fake",
     description="synthetic class-prototype blobs + Gaussian noise (kw num_classes, image_size, channels, n, "
-    "noise); for tests",
+    "noise, augment: none|crop_flip, pad); for tests and benchmarks",
 )
 def build_fake(
     *,
@@ -135,11 +141,15 @@ def build_fake(
     channels: int = 1,
     n: int = 400,
     noise: float = 1.0,
+    augment: str = "none",
+    pad: int = 4,
 ) -> DataBundle:
     """Learnable synthetic images: smooth per-class prototypes (unit std) plus ``noise`` * N(0, 1).
 
-    Labels are balanced; everything is drawn from a ``torch.Generator`` seeded by ``seed``.
+    Labels are balanced; everything is drawn from a ``torch.Generator`` seeded by ``seed``. ``augment``:
+    ``none`` or ``crop_flip`` (zero-pad by ``pad``, random crop, horizontal flip; training split only).
     """
+    aug = make_augment(augment, pad=pad)
     k = _int_option("num_classes", num_classes, 2)
     size = _int_option("image_size", image_size, 2)
     n = _int_option("n", n, 2 * k, f"an integer >= 2 * num_classes = {2 * k}")
@@ -176,5 +186,7 @@ def build_fake(
             "channels": channels,
             "n": n,
             "noise": float(noise),
+            **(aug.describe() if aug is not None else {}),
         },
+        augment=aug,
     )

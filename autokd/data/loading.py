@@ -31,6 +31,10 @@ __all__ = [
 Batch = tuple[Tensor, Tensor, Tensor]
 
 
+#: offset of the augmentation's random stream from the shuffling stream of the same epoch
+AUGMENT_STREAM = 0x5F3759DF
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1000003 + epoch
 
@@ -44,9 +48,15 @@ def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> Tensor:
 
 
 class ArrayDataset(Dataset):
-    """Tensors held in memory: items are ``(transform(x[i]) or x[i], int(y[i]))``."""
+    """Tensors held in memory: items are ``(transform(x[i]) or x[i], int(y[i]))``.
 
-    def __init__(self, x: Tensor, y: Tensor, transform: Callable[[Tensor], Tensor] | None = None) -> None:
+    ``augment`` (e.g. :class:`~autokd.data.augment.CropFlip`) is a batched, parameterised augmentation: the
+    fast loader applies it to whole batches on the data's device; a single item draws its view from the
+    global torch RNG.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, transform: Callable[[Tensor], Tensor] | None = None,
+                 augment: Any = None) -> None:
         x = torch.as_tensor(x)
         y = torch.as_tensor(y).long()
         if x.shape[0] != y.shape[0]:
@@ -54,6 +64,7 @@ class ArrayDataset(Dataset):
         self.x = x
         self.y = y
         self.transform = transform
+        self.augment = augment
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -61,6 +72,8 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i: Any) -> tuple[Tensor, int]:
         i = int(i)
         x = self.x[i]
+        if self.augment is not None:
+            x = self.augment.apply(x[None], self.augment.sample(1))[0]
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.y[i])
@@ -70,7 +83,8 @@ class ArrayDataset(Dataset):
         return self.y
 
     def __repr__(self) -> str:
-        return f"ArrayDataset(n={len(self)}, x={tuple(self.x.shape[1:])}, transform={self.transform!r})"
+        return (f"ArrayDataset(n={len(self)}, x={tuple(self.x.shape[1:])}, transform={self.transform!r}, "
+                f"augment={self.augment!r})")
 
 
 class IndexedDataset(Dataset):
@@ -105,7 +119,9 @@ def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
 class BatchIterator:
     """Fast path for transform-free :class:`ArrayDataset`: slices the tensors, no per-sample collate.
 
-    ``device`` moves the data there once; batches (including ``idx``) then live on that device.
+    ``device`` moves the data there once; batches (including ``idx``) then live on that device. ``augment``
+    (a batched augmentation, see :mod:`autokd.data.augment`) is applied to each batch on that device; epoch
+    ``e``'s views are drawn per sample from ``torch.Generator().manual_seed(seed * 1000003 + e + AUGMENT_STREAM)``.
     """
 
     def __init__(
@@ -118,6 +134,7 @@ class BatchIterator:
         seed: int = 0,
         drop_last: bool = False,
         device: torch.device | str | None = None,
+        augment: Any = None,
     ) -> None:
         _check_batching(batch_size)
         if device is not None:
@@ -129,6 +146,8 @@ class BatchIterator:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        self.augment = augment
+        self._params: Tensor | None = None
 
     @property
     def num_samples(self) -> int:
@@ -142,14 +161,25 @@ class BatchIterator:
 
     def __iter__(self) -> Iterator[Batch]:
         order = epoch_order(self.num_samples, self.shuffle, self.seed, self.epoch).to(self.x.device)
+        self._params = self.epoch_views(self.epoch)
         self.epoch += 1
         return self._batches(order)
+
+    def epoch_views(self, epoch: int) -> Tensor | None:
+        """Per-sample view parameters of ``epoch`` (on the data's device), or None without augmentation."""
+        if self.augment is None:
+            return None
+        g = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch) + AUGMENT_STREAM)
+        return self.augment.sample(self.num_samples, g).to(self.x.device)
 
     def _batches(self, order: Tensor) -> Iterator[Batch]:
         bs = self.batch_size
         for b in range(len(self)):
             idx = order[b * bs : (b + 1) * bs]
-            yield self.x[idx], self.y[idx], idx
+            x = self.x[idx]
+            if self._params is not None:
+                x = self.augment.apply(x, self._params[idx])
+            yield x, self.y[idx], idx
 
 
 class EpochSampler(Sampler[int]):
@@ -251,7 +281,8 @@ def make_loader(
     if fast is not False and isinstance(base, ArrayDataset) and base.transform is None:
         _check_batching(batch_size, num_workers)
         return BatchIterator(
-            base.x, base.y, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, device=device
+            base.x, base.y, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, device=device,
+            augment=base.augment,
         )
     if fast:
         raise ConfigError("fast=True needs an ArrayDataset without transform")

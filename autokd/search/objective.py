@@ -43,10 +43,11 @@ def report_epoch(trial, epoch: int, acc: float, *, prunable: bool, multi: bool) 
     return prunable and trial.should_prune()
 
 
-def train_trial(trainer, recipe: Recipe, *, seeds: list[int], report) -> Outcome:
-    """Train ``recipe`` (``report(epoch, acc) -> stop?`` after each epoch). With several ``seeds`` a trial
-    that survives its first seed trains the others (no pruning) and its value is their mean val acc."""
-    epochs = recipe.optim.epochs
+def train_trial(trainer, recipe: Recipe, *, seeds: list[int], report, epochs: int | None = None) -> Outcome:
+    """Train ``recipe`` for ``epochs`` (default: its own; ``report(epoch, acc) -> stop?`` after each epoch).
+    With several ``seeds`` a trial that survives its first seed trains the others (no pruning) and its value
+    is their mean val acc."""
+    epochs = epochs or recipe.optim.epochs
     try:
         res = trainer.fit(recipe, epochs=epochs, report=report)
     except TrainingDiverged as e:
@@ -164,8 +165,13 @@ class Objective:
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)
         if self.progress is not None:
-            self.progress.trial_started(trial.number, recipe, recipe.optim.epochs)
+            self.progress.trial_started(trial.number, recipe, self.trial_epochs(recipe))
         return recipe
+
+    def trial_epochs(self, recipe: Recipe) -> int:
+        """Epochs a trial trains: ``search.fidelity.epochs`` when set (the recipe records full fidelity),
+        else the recipe's."""
+        return self.ctx.cfg.search.fidelity.epochs or recipe.optim.epochs
 
     def finish(self, trial, recipe: Recipe, outcome: Outcome) -> Any:
         """Record what training produced (attributes, ``trials/<n>/`` files) and turn it into the trial's
@@ -206,7 +212,9 @@ class Objective:
         def report(epoch: int, acc: float) -> bool:
             return report_epoch(trial, epoch, acc, prunable=not is_baseline, multi=self.multi)
 
-        return self.finish(trial, recipe, train_trial(self.ctx.trainer, recipe, seeds=self.seeds, report=report))
+        outcome = train_trial(self.ctx.trial_trainer(), recipe, seeds=self.seeds, report=report,
+                              epochs=self.trial_epochs(recipe))
+        return self.finish(trial, recipe, outcome)
 
     def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:
         d = self.ctx.cfg.study_dir / "trials" / str(number)

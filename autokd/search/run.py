@@ -44,7 +44,7 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
     multi = samplers.is_multi_objective(cfg.search.sampler)
     space = open_space(cfg)
     validate_study(cfg, space)
-    epochs = cfg.search.epochs or space.default_optim().epochs
+    epochs = cfg.search.fidelity.epochs or cfg.search.epochs or space.default_optim().epochs
     study = open_study(cfg, multi_objective=multi, sampler=make_sampler(cfg, space), pruner=make_pruner(cfg, epochs))
     fingerprint = check_fingerprint(study, cfg, space, allow_changed=allow_changed)
     ctx = open_context(cfg, space, log=log, on_epoch=(progress.epoch if progress is not None else None))

@@ -35,7 +35,7 @@ def validate_study(cfg: StudyConfig, space: SearchSpace) -> None:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"search.sampler_kwargs: invalid for sampler {cfg.search.sampler!r}: {e}") from None
     try:
-        make_pruner(cfg, cfg.search.epochs or space.default_optim().epochs)
+        make_pruner(cfg, cfg.search.fidelity.epochs or cfg.search.epochs or space.default_optim().epochs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:

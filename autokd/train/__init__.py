@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .checks import check_recipe
-from .sources import CachedTeacher, OnlineTeacher, TeacherSource, make_teacher_source
+from .source_modes import make_teacher_source, parse_teacher_cache
+from .sources import CachedTeacher, OnlineTeacher, TeacherSource
 from .teacher import load_checkpoint, obtain_teacher
 from .trainer import FitResult, Trainer, TrainingDiverged, evaluate, measure_model, resolve_device
+from .views import ViewsTeacher
 
 __all__ = [
     "Trainer",
@@ -18,7 +20,9 @@ __all__ = [
     "TeacherSource",
     "OnlineTeacher",
     "CachedTeacher",
+    "ViewsTeacher",
     "make_teacher_source",
+    "parse_teacher_cache",
     "obtain_teacher",
     "load_checkpoint",
 ]

@@ -1,8 +1,12 @@
-"""Teacher sources: supply the teacher's outputs for a training batch, online or from a cache."""
+"""Teacher sources: supply the teacher's outputs for a training batch, online or from a cache (per sample, or
+per stored augmented view: :mod:`autokd.train.views`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +17,22 @@ from ..fingerprint import config_hash, model_fingerprint
 from ..locks import file_lock
 from ..outputs import Outputs
 
-__all__ = ["TeacherSource", "OnlineTeacher", "CachedTeacher", "make_teacher_source"]
+__all__ = ["TeacherSource", "OnlineTeacher", "CachedTeacher", "build_once"]
+
+T = TypeVar("T")
+
+
+def build_once(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
+               save: Callable[[Path, T], None]) -> T:
+    """``load(path)``, or ``build()`` and ``save(path, value)`` — under a file lock beside ``path``, so that of
+    several processes one builds while the others wait and then load. ``load`` returns None for a missing,
+    stale (other key) or corrupt file: it is rebuilt, never trusted. ``save`` writes atomically."""
+    with file_lock(path.with_name(path.name + ".lock")):
+        out = load(path)
+        if out is None:
+            out = build()
+            save(path, out)
+    return out
 
 
 class TeacherSource:
@@ -21,6 +40,12 @@ class TeacherSource:
 
     def batch(self, x: Tensor, idx: Tensor, *, needs_feats: bool = False) -> Outputs:
         raise NotImplementedError
+
+    def train_loader(self, data, batch_size: int, seed: int, **loader_kw):
+        """The training batches ``(x, y, idx)`` its outputs belong to (the views cache serves its stored
+        views; every other source the dataset's own shuffled loader; ``loader_kw``: ``device``,
+        ``num_workers``)."""
+        return data.loader("train", batch_size, shuffle=True, seed=seed, **loader_kw)
 
 
 class OnlineTeacher(TeacherSource):
@@ -96,13 +121,12 @@ class CachedTeacher(TeacherSource):
         path = self._path(feats)
         if path is None:
             return self._run(feats)
-        with file_lock(path.with_name(path.name + ".lock")):
-            out = self._load(path, feats)
-            if out is None:
-                out = self._run(feats)
-                with atomic_write(path) as tmp:
-                    torch.save({"key": self.key(feats), **out.state()}, tmp)
-        return out
+
+        def save(p: Path, out: Outputs) -> None:
+            with atomic_write(p) as tmp:
+                torch.save({"key": self.key(feats), **out.state()}, tmp)
+
+        return build_once(path, partial(self._load, feats=feats), partial(self._run, feats), save)
 
     @torch.no_grad()
     def _run(self, feats: bool) -> Outputs:
@@ -136,14 +160,3 @@ class CachedTeacher(TeacherSource):
 
 def _logits_and_embedding(model: nn.Module, x: Tensor) -> Outputs:
     return Outputs(logits=model(x))
-
-
-def make_teacher_source(mode: str, model: nn.Module, data, device, cache_dir=None, key="") -> TeacherSource:
-    """``mode``: ``online`` | ``cached`` | ``auto`` (cached when the training transform is deterministic).
-    ``key`` labels the cache files (e.g. the helper model they belong to); their content key is always the
-    fingerprint of the model's weights and of the data split."""
-    if mode not in ("online", "cached", "auto"):
-        raise ConfigError(f"teacher_cache must be one of auto, cached, online; got {mode!r}")
-    if mode == "online" or (mode == "auto" and not data.deterministic_train):
-        return OnlineTeacher(model)
-    return CachedTeacher(model, data, device, cache_dir=cache_dir, key=key)

@@ -21,7 +21,9 @@ def default_cpu_threads(input_shape: Sequence[int], cores: int | None = None) ->
     """1 for inputs under :data:`SMALL_INPUT_PIXELS` pixels per channel (or token sequences, whose shape
     has one dimension), else all ``cores`` (default: the CPUs this process may use)."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from .precision import available_cores
+
+        cores = available_cores()
     pixels = 1
     for d in tuple(input_shape)[1:]:
         pixels *= int(d)

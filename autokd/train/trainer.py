@@ -24,7 +24,17 @@ from ..distiller import Distiller, Step
 from ..errors import AutoKDError, ConfigError
 from ..recipe import Recipe
 from .checks import check_recipe
-from .sources import OnlineTeacher, TeacherSource, make_teacher_source
+from .precision import (
+    autocast,
+    available_cores,
+    channels_last,
+    limit_threads,
+    make_scaler,
+    resolve_precision,
+    scaled_backward_step,
+)
+from .source_modes import make_teacher_source
+from .sources import OnlineTeacher, TeacherSource
 
 __all__ = ["Trainer", "FitResult", "TrainingDiverged", "resolve_device", "evaluate", "measure_model"]
 
@@ -60,18 +70,20 @@ class FitResult:
     scheme: Any = None  # the fitted Scheme (its helpers: TAKD's assistant, DML's peers, the EMA teacher, ...)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` over ``loader`` (eval mode; the mode is restored afterwards)."""
+def evaluate(model: nn.Module, loader, device: torch.device, dtype: torch.dtype | None = None) -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (eval mode, ``torch.inference_mode``, autocast to ``dtype``
+    when given; the mode is restored afterwards). Counts stay on the device: one host sync at the end."""
     was_training = model.training
     model.eval()
-    correct = total = 0
-    for x, y, _ in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += y.numel()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
+    with torch.inference_mode(), autocast(device, dtype):
+        for x, y, _ in loader:
+            x, y = channels_last(x.to(device, non_blocking=True), device), y.to(device, non_blocking=True)
+            correct += (model(x).argmax(1) == y).sum()
+            total += y.numel()
     model.train(was_training)
-    return correct / max(1, total)
+    return int(correct) / max(1, total)
 
 
 def count_params(model: nn.Module) -> int:
@@ -170,6 +182,11 @@ class Trainer:
     display). ``cache_dir`` is where schemes and losses may cache trained helpers (TAKD's assistant, BAN's
     generations), keyed by their config. ``teacher_data`` (default ``data``) is what the teacher trained on:
     extra teachers a loss asks for (:meth:`helper_teacher`, e.g. CiT's involution teacher) train on it too.
+
+    The loop keeps loss sums on the device (one host sync per epoch) and checks for divergence every
+    ``check_every`` steps and at each epoch's end (default: every step on the CPU, where a check costs
+    nothing; every 50 steps on an accelerator, where each check waits for the device). ``threads``: torch CPU
+    threads (default: the cores this process may use).
     """
 
     def __init__(
@@ -182,6 +199,8 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         cache_dir: str | Path | None = None,
         teacher_data=None,
+        check_every: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.data = data
         self.teacher_data = teacher_data if teacher_data is not None else data
@@ -194,6 +213,10 @@ class Trainer:
             teacher_source = OnlineTeacher(teacher)
         self.teacher_source = teacher_source
         self.on_epoch = on_epoch
+        if check_every is not None and check_every < 1:
+            raise ConfigError(f"check_every must be >= 1, got {check_every}")
+        self.check_every = int(check_every or (1 if self.device.type == "cpu" else 50))
+        self.threads = limit_threads(threads)
 
     def fit(
         self,
@@ -229,13 +252,19 @@ class Trainer:
             scheme.setup(distiller=distiller, recipe=recipe, data=self.data, device=dev, epochs=epochs,
                          teacher=self.teacher, teacher_source=self.teacher_source, cache_dir=self.cache_dir,
                          trainer=self)
-        base_loader = self.data.loader("train", recipe.optim.batch_size, shuffle=True, seed=recipe.seed)
+        base_loader = self._train_loader(recipe.optim.batch_size, recipe.seed)
         for t in distiller.terms:  # optional per-method stage before training (e.g. FT's paraphraser)
             t.loss.pretrain(teacher_model=self.teacher, loader=base_loader, device=dev, epochs=epochs)
         train_loader = scheme.wrap_loader(base_loader)
         opt = scheme.build_optimizer(distiller, recipe.optim)
         model = scheme.inference_model(distiller.inference_model())
-        eval_loader = self.data.loader(eval_split, 512, shuffle=False)
+        dtype = resolve_precision(recipe.optim.precision, dev)
+        backward = self._backward_step(scheme, make_scaler(dev, dtype))
+        if dev.type == "cuda":
+            distiller.to(memory_format=torch.channels_last)
+        if recipe.optim.compile:
+            student.compile()  # the student's forward (logit-level recipes); forward_outputs stays eager
+        eval_loader = self.data.loader(eval_split, 512, shuffle=False, device=self._data_device())
         sched = LRSchedule(opt, recipe.optim, epochs)
         keys = [t.key for t in distiller.terms]
         history: list[dict[str, float]] = []
@@ -251,32 +280,38 @@ class Trainer:
             scheme.on_epoch_start(epoch, epochs, steps_per_epoch)
             sched.start_epoch(epoch, steps_per_epoch)
             active = any(t.weight * scales.get(t.key, 1.0) != 0 for t in distiller.terms)
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}
+            first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a non-finite loss
             n_batches = 0
             for step, (x, y, idx) in enumerate(train_loader):
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                t_out = None
-                if active:
-                    t_out = scheme.teacher_outputs(x, idx, partial(self._source_outputs, x, idx,
-                                                                   distiller.needs_feats))
-                out = distiller.step(x, y, teacher_outputs=t_out, index=idx, term_scales=scales,
-                                     full_outputs=scheme.student_outputs)
-                _add_extra_losses(out, scheme, scheme.extra_losses(x, y, idx, out))
+                x, y = channels_last(x.to(dev, non_blocking=True), dev), y.to(dev, non_blocking=True)
+                with autocast(dev, dtype):
+                    t_out = None
+                    if active:
+                        t_out = scheme.teacher_outputs(x, idx, partial(self._source_outputs, x, idx,
+                                                                       distiller.needs_feats))
+                    out = distiller.step(x, y, teacher_outputs=t_out, index=idx, term_scales=scales,
+                                         full_outputs=scheme.student_outputs)
+                    _add_extra_losses(out, scheme, scheme.extra_losses(x, y, idx, out))
                 losses = out.losses
-                if not torch.isfinite(losses["loss"]):
-                    raise TrainingDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
-                scheme.backward_step(losses, opt)
+                bad = ~torch.isfinite(losses["loss"].detach())
+                first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+                if (step + 1) % self.check_every == 0:
+                    self._check_finite(first_bad, epoch, losses)  # a host sync: only every check_every steps
+                backward(losses, opt)
                 sched.step()
                 scheme.after_step()
                 for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    v = v.detach().float()
+                    sums[k] = sums[k] + v if k in sums else v
                 n_batches += 1
+            self._check_finite(first_bad, epoch, losses if n_batches else {})
             scheme.on_epoch_end(epoch, epochs)
+            means = {f"train_{k}": float(v) / max(1, n_batches) for k, v in sums.items()}  # the epoch's sync
             train_time = time.perf_counter() - t0
             epoch_times.append(train_time)
-            acc = evaluate(model, eval_loader, dev)
-            row = {"epoch": epoch, f"{eval_split}_acc": acc, "epoch_time_s": train_time}
-            row.update({f"train_{k}": v / max(1, n_batches) for k, v in sums.items()})
+            acc = evaluate(model, eval_loader, dev, dtype)
+            row = {"epoch": epoch, f"{eval_split}_acc": acc, "epoch_time_s": train_time, **means}
             history.append(row)
             if self.on_epoch is not None:
                 self.on_epoch({**row, "epochs": epochs})
@@ -335,6 +370,39 @@ class Trainer:
         quantizer ranges."""
         x, _, _ = next(iter(self.data.loader("train_eval", n, shuffle=False)))
         return x
+
+    @staticmethod
+    def _check_finite(first_bad: torch.Tensor, epoch: int, losses: dict[str, torch.Tensor]) -> None:
+        step = int(first_bad)
+        if step >= 0:
+            raise TrainingDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
+
+    @staticmethod
+    def _backward_step(scheme, scaler) -> Callable[[dict[str, torch.Tensor], torch.optim.Optimizer], None]:
+        """The scheme's backward step, or the standard one through ``scaler`` (fp16)."""
+        if scaler is None:
+            return scheme.backward_step
+        if type(scheme).backward_step is not schemes.Scheme.backward_step:
+            raise ConfigError(f"optim.precision: fp16 needs loss scaling, which scheme {scheme.name!r} (its own "
+                              "backward step) does not support; use bf16 or fp32")
+        return scaled_backward_step(scaler)
+
+    def _data_device(self) -> torch.device | None:
+        """Where in-memory datasets are held while training: on the accelerator (moved once per loader;
+        crop/flip then run there too), else where they are."""
+        return self.device if self.device.type == "cuda" else None
+
+    def _loader_workers(self) -> int:
+        """DataLoader worker processes for file datasets (pinned batches): up to 4 on an accelerator, none on
+        the CPU, where workers would take cores from training. In-memory datasets ignore it."""
+        return min(4, available_cores() - 1) if self.device.type == "cuda" else 0
+
+    def _train_loader(self, batch_size: int, seed: int):
+        """The training batches: the teacher source's (the views cache serves its stored views), else the data's."""
+        kw = {"device": self._data_device(), "num_workers": self._loader_workers()}
+        if self.teacher_source is None:
+            return self.data.loader("train", batch_size, shuffle=True, seed=seed, **kw)
+        return self.teacher_source.train_loader(self.data, batch_size, seed, **kw)
 
     def _source_outputs(self, x: torch.Tensor, idx: torch.Tensor, needs_feats: bool):
         """The teacher source's outputs for a batch (``None`` without a source: the distiller runs its teacher)."""

@@ -125,7 +125,8 @@ def _train(config: dict[str, Any], kit: _Kit) -> None:
     try:
         ctx = _context(kit)
         recipe = Recipe.from_dict(json.loads(config["recipe"]), source=f"trial {number}")
-        outcome = train_trial(ctx.trainer, recipe, seeds=config["seeds"], report=report)
+        outcome = train_trial(ctx.trial_trainer(), recipe, seeds=config["seeds"], report=report,
+                              epochs=config["epochs"])
     except Exception as e:  # not a trial's outcome (this node's data or setup, a bug): the driver stops the search
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
         outcome = Outcome(failed=error)
@@ -202,14 +203,14 @@ class StudySearcher:
             self.live[trial_id] = _Live(trial, recipe, beat, prunable)
             return {"number": trial.number, "prunable": prunable and not self.objective.multi,
                     "recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
-                    "seeds": list(self.objective.seeds)}
+                    "seeds": list(self.objective.seeds), "epochs": self.objective.trial_epochs(recipe)}
         return self._base.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.progress is not None and "epoch" in result and trial_id in self.live:
             live = self.live[trial_id]
             self.progress.epoch({"epoch": result["epoch"], "val_acc": result["val_acc"],
-                                 "epochs": live.recipe.optim.epochs, "trial": live.trial.number})
+                                 "epochs": self.objective.trial_epochs(live.recipe), "trial": live.trial.number})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         live = self.live.pop(trial_id, None)

@@ -1,0 +1,117 @@
+"""Engine overhead per trial, and the tree samplers' suggest time on a long study.
+
+(a) ``overhead``: a digits study (SQLite storage, MCTS or any sampler, median pruner, per-epoch reports,
+progress hooks, trial files) of N one-epoch trials; the engine's share of a trial is the study's wall time
+minus the time inside ``Trainer.fit`` and minus obtaining the teacher, per trial, as a fraction of a trial's
+mean ``fit`` time (goal <= 2 %).
+(b) ``suggest``: an in-memory Optuna study of ``search_spaces/primitives.yaml`` (the largest tree) with a
+value-only objective (no training); the median wall time of one whole ``space.suggest(trial)`` (every
+sampler call of a trial) over the last 50 of ``--suggest-trials`` trials (goal <= 5 ms at 1,000)::
+
+    python benchmarks/engine_overhead.py --trials 20 --suggest-trials 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def overhead(trials: int, sampler: str) -> None:
+    from autokd import train
+    from autokd.config import StudyConfig
+    from autokd.search.run import run_search
+    from autokd.train import trainer as trainer_mod
+
+    tmp = Path(tempfile.mkdtemp(prefix="autokd-overhead-"))
+    path = tmp / "study.yaml"
+    path.write_text(f"""
+name: overhead
+device: cpu
+data: {{name: digits, train_fraction: 0.25}}
+teacher: {{name: cnn, kwargs: {{width: 8}}, epochs: 2}}
+space: {ROOT / 'search_spaces' / 'digits.yaml'}
+search: {{sampler: {sampler}, pruner: median, trials: {trials}, epochs: 1, baselines: false}}
+""")
+    cfg = StudyConfig.load(path)
+    fits: list[float] = []
+    teacher_s = [0.0]
+    fit, obtain = trainer_mod.Trainer.fit, train.obtain_teacher
+
+    def timed_fit(self, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fit(self, *a, **k)
+        finally:
+            fits.append(time.perf_counter() - t0)
+
+    def timed_obtain(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return obtain(*a, **k)
+        finally:
+            teacher_s[0] += time.perf_counter() - t0
+
+    trainer_mod.Trainer.fit, train.obtain_teacher = timed_fit, timed_obtain
+    try:
+        t0 = time.perf_counter()
+        run_search(cfg, log=lambda *a: None)
+        wall = time.perf_counter() - t0
+    finally:
+        trainer_mod.Trainer.fit, train.obtain_teacher = fit, obtain
+    trial_fits = fits[-trials:]  # the teacher's own training is a fit too: keep the trials' ones
+    per_trial = (wall - teacher_s[0] - sum(trial_fits)) / trials
+    mean_fit = statistics.mean(trial_fits)
+    print(f"(a) {trials} one-epoch digits trials ({sampler}, SQLite, median pruner): wall {wall:.1f} s, "
+          f"teacher {teacher_s[0]:.1f} s, mean trial fit {1000 * mean_fit:.0f} ms")
+    print(f"    engine overhead per trial {1000 * per_trial:.0f} ms = {100 * per_trial / mean_fit:.1f} % of a "
+          f"1-epoch trial (goal <= 2 %; includes the study's one-off start: space, storage, context)")
+
+
+def suggest_time(trials: int, sampler: str) -> None:
+    import optuna
+
+    from autokd.search import SearchSpace, samplers
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.load(ROOT / "search_spaces" / "primitives.yaml")
+    kw = {"population_size": 16} if sampler == "evolution" else {}
+    study = optuna.create_study(direction="maximize", sampler=samplers.create(sampler, seed=0, space=space, **kw))
+    rng = random.Random(0)
+    times: list[float] = []
+
+    def objective(trial) -> float:
+        t0 = time.perf_counter()
+        space.suggest(trial)
+        times.append(time.perf_counter() - t0)
+        return rng.random()
+
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    total = time.perf_counter() - t0
+    last = times[-50:]
+    print(f"(b) {sampler:9s} at {trials} trials: median suggest {1000 * statistics.median(last):.2f} ms "
+          f"(last 50 trials; max {1000 * max(last):.2f} ms); whole study {total:.1f} s (goal <= 5 ms)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--sampler", default="mcts")
+    ap.add_argument("--suggest-trials", type=int, default=1000)
+    ap.add_argument("--skip-overhead", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_overhead:
+        overhead(args.trials, args.sampler)
+    for s in ("mcts", "evolution"):
+        suggest_time(args.suggest_trials, s)
+
+
+if __name__ == "__main__":
+    main()
