@@ -200,7 +200,8 @@ def open_study(cfg: StudyConfig, *, multi_objective: bool, sampler, pruner):
 
 
 def load_study(cfg: StudyConfig):
-    """The stored study, for reading (report, export, status)."""
+    """The stored study, for reading (report, export, status). The storage is opened under the study lock,
+    as workers create it, so a reader started beside a new study's first worker never races its schema."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -209,6 +210,8 @@ def load_study(cfg: StudyConfig):
                           f"run `autokd search {cfg.source}` first")
     try:
         with readable(cfg.storage_url):
-            return optuna.load_study(study_name=cfg.name, storage=make_storage(cfg.storage_url))
+            with study_lock(cfg):  # a worker may be creating the tables right now: never race it
+                storage = make_storage(cfg.storage_url)
+            return optuna.load_study(study_name=cfg.name, storage=storage)
     except KeyError:
         raise ConfigError(f"study {cfg.name!r} not found in {cfg.storage_url}") from None
