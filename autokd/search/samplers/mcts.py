@@ -23,6 +23,7 @@ from ._tree.distributions import from_unit, to_unit, uniform
 from ._tree.parzen import parzen_pick
 from ._tree.records import (
     BranchKey,
+    PathMemo,
     Record,
     TreePath,
     branch_key,
@@ -68,20 +69,42 @@ def _shared(a: TreePath, b: TreePath) -> int:
     return n
 
 
+#: (param name, distribution) -> trial number -> (its params, its value on [0, 1] or None)
+UnitMemo = dict[tuple[str, BaseDistribution], dict[int, tuple[dict[str, Any], float | None]]]
+
+
+def _unit(r: Record, name: str, dist: FloatDistribution | IntDistribution, memo: dict | None) -> float | None:
+    """``to_unit(dist, r.params[name])``, from ``memo`` when it holds this trial's very parameters."""
+    if memo is not None:
+        hit = memo.get(r.number)
+        if hit is not None and (hit[0] is r.params or hit[0] == r.params):
+            return hit[1]
+    u = to_unit(dist, r.params[name])
+    if memo is not None:
+        memo[r.number] = (r.params, u)
+    return u
+
+
 def sample_numeric(records: Sequence[Record], node: TreePath, name: str, dist: FloatDistribution | IntDistribution,
                    rng: np.random.RandomState, *, n_startup: int, gamma: float, n_candidates: int,
-                   decay: float) -> Any:
+                   decay: float, memo: UnitMemo | None = None) -> Any:
     """Sample a numeric leaf from the trials that suggested it, each weighted by how much of its path
     it shares with ``node``: ``decay ** d``, with ``d`` the tree distance between the node where the
     trial suggested the parameter and ``node`` (1 at the same node; ``decay=0``: that node only, backing
-    off to the nearest nodes with observations). Uniform until ``n_startup`` trials suggested it."""
+    off to the nearest nodes with observations). Uniform until ``n_startup`` trials suggested it.
+    ``memo`` spares converting the values of trials seen before; distances are computed once per node."""
+    units = None if memo is None else memo.setdefault((name, dist), {})
+    distance: dict[TreePath, int] = {}
     obs: list[tuple[int, float, float]] = []
     for r in records:
         if name in r.params and not isinstance(r.dists.get(name), CategoricalDistribution):
-            u = to_unit(dist, r.params[name])
+            u = _unit(r, name, dist, units)
             if u is not None:
                 p = r.node_of[name]
-                obs.append((len(node) + len(p) - 2 * _shared(p, node), u, r.q))
+                d = distance.get(p)
+                if d is None:
+                    d = distance[p] = len(node) + len(p) - 2 * _shared(p, node)
+                obs.append((d, u, r.q))
     if len(obs) < max(2, n_startup):
         return uniform(dist, rng)
     nearest = min(d for d, _, _ in obs)
@@ -175,6 +198,13 @@ class MCTSSampler(TreeSamplerBase):
         self.virtual_loss = bool(virtual_loss)
         self._salt = int(seed) if seed is not None else secrets.randbits(63)
         self._cache: _Snapshot | None = None
+        self._paths: PathMemo = {}  # finished trials' paths and numeric values, computed once (checked on use)
+        self._units: UnitMemo = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_paths"], state["_units"] = {}, {}  # rebuilt from the storage, like the snapshot
+        return state
 
     # ---- sampling -------------------------------------------------------------------------------
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -190,7 +220,8 @@ class MCTSSampler(TreeSamplerBase):
             return self._argmax(node, param_name, choices, scores)
         if isinstance(dist, (FloatDistribution, IntDistribution)):
             return sample_numeric(snap.records, node, param_name, dist, self._rng, n_startup=self.n_startup_leaf,
-                                  gamma=self.gamma, n_candidates=self.n_ei_candidates, decay=self.leaf_decay)
+                                  gamma=self.gamma, n_candidates=self.n_ei_candidates, decay=self.leaf_decay,
+                                  memo=self._units)
         return uniform(dist, self._rng)
 
     # ---- statistics -----------------------------------------------------------------------------
@@ -199,7 +230,7 @@ class MCTSSampler(TreeSamplerBase):
         key = snapshot_key(study, finished)
         snap = self._cache
         if snap is None or snap.key != key:
-            records, low, high = build_records(finished, self._maximize(study), self._info)
+            records, low, high = build_records(finished, self._maximize(study), self._info, self._paths)
             snap = _Snapshot(key, records, low=low, high=high)
             for r in records:
                 for i, k in enumerate(r.path):

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from ...space import SearchSpace
 
-__all__ = ["FINISHED", "BranchKey", "Record", "TreeInfo", "TreePath", "branch_key", "build_records", "fetch",
-           "is_searched", "public_path", "snapshot_key"]
+__all__ = ["FINISHED", "BranchKey", "PathMemo", "Record", "TreeInfo", "TreePath", "branch_key", "build_records",
+           "fetch", "is_searched", "public_path", "snapshot_key", "trial_path"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -126,8 +126,26 @@ def _last_intermediate(t: FrozenTrial) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def build_records(trials: Sequence[FrozenTrial], maximize: bool,
-                  info: TreeInfo) -> tuple[list[Record], float | None, float | None]:
+#: trial number -> (params, distributions, path, node_of): a finished trial's path, computed once
+PathMemo = dict[int, tuple[dict[str, Any], dict[str, BaseDistribution], TreePath, dict[str, TreePath]]]
+
+
+def trial_path(t: FrozenTrial, info: TreeInfo, memo: PathMemo | None) -> tuple[TreePath, dict[str, TreePath]]:
+    """:meth:`TreeInfo.path` of a finished trial, from ``memo`` when it holds this trial's very parameters
+    and distributions (a memo outlives a study's trials; a number reused by another study is recomputed)."""
+    if memo is not None:
+        hit = memo.get(t.number)
+        if hit is not None and (hit[0] is t.params or hit[0] == t.params) and (
+                hit[1] is t.distributions or hit[1] == t.distributions):
+            return hit[2], hit[3]
+    path, node_of = info.path(t.params, t.distributions)
+    if memo is not None:
+        memo[t.number] = (t.params, t.distributions, path, node_of)
+    return path, node_of
+
+
+def build_records(trials: Sequence[FrozenTrial], maximize: bool, info: TreeInfo,
+                  memo: PathMemo | None = None) -> tuple[list[Record], float | None, float | None]:
     """Records of the finished searched trials (param-less and baseline trials are skipped) with the
     direction-aware min-max normalised value ``q`` in [0, 1] (higher is better for both directions), and
     the signed low and high ends of that scale.
@@ -135,6 +153,7 @@ def build_records(trials: Sequence[FrozenTrial], maximize: bool,
     COMPLETE: its value, normalised over the completed trials. PRUNED: its last intermediate value on the
     same scale, clipped to [0, 1]; 0 when it has none or when it diverged (``trial_record.is_diverged``).
     FAIL: 0, the worst. Until a trial completes, the scale is that of the pruned trials' last values.
+    ``memo`` (see :func:`trial_path`) spares recomputing the paths of trials seen before.
     """
     sign = 1.0 if maximize else -1.0
     usable = [t for t in trials if t.state in FINISHED and is_searched(t)]
@@ -163,7 +182,7 @@ def build_records(trials: Sequence[FrozenTrial], maximize: bool,
             q = norm(_last_intermediate(t))
         else:
             q = 0.0
-        path, node_of = info.path(t.params, t.distributions)
+        path, node_of = trial_path(t, info, memo)
         out.append(Record(t.number, t.state, t.params, t.distributions, value, q, path, node_of, diverged))
     return out, low, high
 
