@@ -193,22 +193,28 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
         progress.search_started(study, max(0, trials - counted(study)) + waiting(study), trials)
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
-    while deadline is None or time.monotonic() < deadline:
-        with study_lock(cfg):
-            tidy(study, cfg, space)
-            trial = None
-            if waiting(study) or counted(study) + running_searched(study) < trials:
-                with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
-                    trial = study.ask()
-                tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
-            elif counted(study) >= trials and not running_baselines(study):
-                break
-        if trial is None:  # others are running the last trials: wait for them (or their retries)
-            time.sleep(poll)
-            continue
-        frozen = run_one_trial(study, trial, objective)
-        ran += 1
-        if progress is not None:
-            progress.trial_finished(study, frozen)
-        gc.collect()
+    # the study's long-lived objects (modules, data, teacher, caches) move to the permanent generation: the
+    # collection after each trial then scans only what trials created (0.06-0.2 s per trial on digits before)
+    gc.freeze()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            with study_lock(cfg):
+                tidy(study, cfg, space)
+                trial = None
+                if waiting(study) or counted(study) + running_searched(study) < trials:
+                    with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
+                        trial = study.ask()
+                    tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
+                elif counted(study) >= trials and not running_baselines(study):
+                    break
+            if trial is None:  # others are running the last trials: wait for them (or their retries)
+                time.sleep(poll)
+                continue
+            frozen = run_one_trial(study, trial, objective)
+            ran += 1
+            if progress is not None:
+                progress.trial_finished(study, frozen)
+            gc.collect()
+    finally:
+        gc.unfreeze()  # back to the oldest generation: a later study in this process collects them again
     return ran
