@@ -15,10 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import AutoKDError
 
-__all__ = ["file_lock", "LockTimeout"]
+__all__ = ["file_lock", "build_once", "LockTimeout"]
+
+T = TypeVar("T")
 
 _local = threading.local()
 
@@ -70,3 +73,16 @@ def file_lock(path: str | Path, *, timeout: float | None = None, poll: float = 0
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def build_once(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
+               save: Callable[[Path, T], None]) -> T:
+    """``load(path)``, or ``build()`` and ``save(path, value)`` — under a file lock beside ``path``, so that of
+    several processes one builds while the others wait and then load. ``load`` returns None for a missing,
+    stale (other key) or corrupt file: it is rebuilt, never trusted. ``save`` writes atomically."""
+    with file_lock(path.with_name(path.name + ".lock")):
+        out = load(path)
+        if out is None:
+            out = build()
+            save(path, out)
+    return out

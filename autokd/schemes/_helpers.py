@@ -3,8 +3,8 @@ fingerprints for cache keys, and re-fetching samples for a fresh augmented view.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,10 @@ from .. import models
 from ..errors import ConfigError
 from ..files import atomic_write
 from ..fingerprint import config_hash, model_fingerprint
-from ..locks import file_lock
+from ..locks import build_once
 from ..outputs import Outputs
 
-__all__ = ["soft_kl", "model_fingerprint", "recipe_identity", "require_logit_terms", "MeanLogits", "fetch_batch",
+__all__ = ["cached_module", "soft_kl", "model_fingerprint", "recipe_identity", "require_logit_terms", "MeanLogits", "fetch_batch",
            "trained_helper"]
 
 log = logging.getLogger("autokd.schemes")
@@ -80,6 +80,35 @@ def fetch_batch(dataset, idx: Tensor) -> Tensor:
     return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in ids.tolist()])
 
 
+def cached_module(path: Path | None, key: str, fresh: nn.Module, train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+                  *, map_location: Any) -> tuple[nn.Module, dict[str, Any] | None]:
+    """A model trained once per ``key`` and stored at ``path``: ``fresh`` with the stored weights when ``path``
+    holds ``key`` (a corrupt or foreign file is retrained, never trusted), else ``train()``'s ``(model,
+    fields stored beside its weights)``, saved atomically. Several processes: one trains, the others wait
+    and load (:func:`autokd.locks.build_once`). Returns the model and the stored fields, None when loaded.
+    Without a ``path`` it trains on every call."""
+    if path is None:
+        return train()
+
+    def load(p: Path) -> tuple[nn.Module, None] | None:
+        if not p.is_file():
+            return None
+        try:
+            blob = torch.load(p, map_location=map_location, weights_only=True)
+            if blob.get("config_hash") != key:
+                return None
+            fresh.load_state_dict(blob["state_dict"])
+        except Exception:  # a corrupt cache entry is retrained, never trusted
+            return None
+        return fresh, None
+
+    def save(p: Path, value: tuple[nn.Module, dict[str, Any]]) -> None:
+        with atomic_write(p) as tmp:
+            torch.save({"state_dict": value[0].state_dict(), "config_hash": key, **value[1]}, tmp)
+
+    return build_once(path, load, train, save)
+
+
 def trained_helper(
     kind: str,
     recipe,
@@ -99,30 +128,24 @@ def trained_helper(
     "loaded …")."""
     data, device, cache_dir = trainer.data, trainer.device, trainer.cache_dir
     key = config_hash({**key_obj, "kind": kind, "v": 1})
-    model = models.from_spec(recipe.student, data.num_classes, data.input_shape[0])
     path = Path(cache_dir) / f"{kind}-{key}.pt" if cache_dir is not None else None
-    lock = file_lock(path.with_name(path.name + ".lock")) if path is not None else contextlib.nullcontext()
-    with lock:  # several workers: one trains the helper, the others wait and load it
-        if path is not None and path.is_file():
-            try:
-                blob = torch.load(path, map_location="cpu", weights_only=True)
-                if blob.get("config_hash") == key:
-                    model.load_state_dict(blob["state_dict"])
-                    events.append(f"{kind}: loaded {path} (config hash {key})")
-                    log.info(events[-1])
-                    return model.to(device).eval().requires_grad_(False), key
-            except Exception:  # a corrupt cache entry is retrained, never trusted
-                pass
-        if teacher_source is None and teacher is not None:
-            teacher_source = trainer.source_for(teacher, key=f"{kind}-{key}")
-        res = trainer.sibling(teacher, teacher_source).fit(recipe, epochs=epochs, measure=False)
-        model = res.distiller.student
-        model.arch_name = recipe.student.name
-        metrics = {"val_acc": res.metrics["val_acc"], "epochs": epochs}
-        if path is not None:
-            with atomic_write(path) as tmp:
-                torch.save({"state_dict": model.state_dict(), "config_hash": key, "config": key_obj,
-                            "metrics": metrics}, tmp)
+
+    def train() -> tuple[nn.Module, dict[str, Any]]:
+        source = teacher_source
+        if source is None and teacher is not None:
+            source = trainer.source_for(teacher, key=f"{kind}-{key}")
+        res = trainer.sibling(teacher, source).fit(recipe, epochs=epochs, measure=False)
+        trained = res.distiller.student
+        trained.arch_name = recipe.student.name
+        return trained, {"config": key_obj, "metrics": {"val_acc": res.metrics["val_acc"], "epochs": epochs}}
+
+    fresh = models.from_spec(recipe.student, data.num_classes, data.input_shape[0])
+    model, stored = cached_module(path, key, fresh, train, map_location="cpu")
+    if stored is None:
+        events.append(f"{kind}: loaded {path} (config hash {key})")
+        log.info(events[-1])
+        return model.to(device).eval().requires_grad_(False), key
+    metrics = stored["metrics"]
     events.append(f"{kind}: trained for {epochs} epochs (val acc {metrics['val_acc']:.4f})"
                   + (f", saved {path}" if path is not None else ", not cached (no cache_dir)"))
     log.info(events[-1])

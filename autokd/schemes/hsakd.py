@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from pathlib import Path
@@ -13,14 +12,12 @@ from torch import Tensor, nn
 
 from ..distiller import Step
 from ..errors import ConfigError
-from ..files import atomic_write
 from ..fingerprint import config_hash, model_fingerprint
 from ..hparams import HParam
-from ..locks import file_lock
 from ..models import shapes as probe_shapes
 from ..pairs import auto_pairs
 from ._heads import ROTATIONS, StageBranch, check_square, joint_labels, rotate4
-from ._helpers import soft_kl
+from ._helpers import cached_module, soft_kl
 from .base import Scheme, register
 
 __all__ = ["HSAKD", "RotatedTeacher", "train_teacher_heads", "interleave_rotations"]
@@ -172,26 +169,19 @@ class HSAKD(Scheme):
 
     def _load_or_train(self, teacher, stages, data, device, epochs, batch_size, lr, key, cache_dir) -> None:
         path = Path(cache_dir) / f"hsakd-teacher-heads-{key}.pt" if cache_dir is not None else None
-        lock = file_lock(path.with_name(path.name + ".lock")) if path is not None else contextlib.nullcontext()
-        with lock:  # several workers: one trains the branches, the others wait and load them
-            if path is not None and path.is_file():
-                try:
-                    blob = torch.load(path, map_location=device, weights_only=True)
-                    if blob.get("config_hash") == key:
-                        self.teacher_heads.load_state_dict(blob["state_dict"])
-                        self.events.append(f"hsakd teacher heads: loaded {path}")
-                        log.info(self.events[-1])
-                        return
-                except Exception:  # a corrupt cache entry is retrained, never trusted
-                    pass
+
+        def train() -> tuple[nn.Module, dict]:
             history = train_teacher_heads(teacher, self.teacher_heads, stages, data, device, epochs=epochs,
                                           batch_size=batch_size, lr=lr)
-            if path is not None:
-                with atomic_write(path) as tmp:
-                    torch.save({"state_dict": self.teacher_heads.state_dict(), "config_hash": key,
-                                "history": history}, tmp)
-        self.events.append(f"hsakd teacher heads: trained for {epochs} epochs (last loss {history[-1]:.4f})"
-                           + (f", saved {path}" if path is not None else ", not cached (no cache_dir)"))
+            return self.teacher_heads, {"history": history}
+
+        _, stored = cached_module(path, key, self.teacher_heads, train, map_location=device)
+        if stored is None:
+            self.events.append(f"hsakd teacher heads: loaded {path}")
+        else:
+            self.events.append(f"hsakd teacher heads: trained for {epochs} epochs (last loss "
+                               f"{stored['history'][-1]:.4f})"
+                               + (f", saved {path}" if path is not None else ", not cached (no cache_dir)"))
         log.info(self.events[-1])
 
     def extra_parameters(self) -> list[nn.Parameter]:

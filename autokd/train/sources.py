@@ -3,10 +3,8 @@ per stored augmented view: :mod:`autokd.train.views`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -14,26 +12,10 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..files import atomic_write
 from ..fingerprint import config_hash, model_fingerprint
-from ..locks import file_lock
+from ..locks import build_once
 from ..outputs import Outputs
 
-__all__ = ["TeacherSource", "OnlineTeacher", "CachedTeacher", "build_once"]
-
-T = TypeVar("T")
-
-
-def build_once(path: Path, load: Callable[[Path], T | None], build: Callable[[], T],
-               save: Callable[[Path, T], None]) -> T:
-    """``load(path)``, or ``build()`` and ``save(path, value)`` — under a file lock beside ``path``, so that of
-    several processes one builds while the others wait and then load. ``load`` returns None for a missing,
-    stale (other key) or corrupt file: it is rebuilt, never trusted. ``save`` writes atomically."""
-    with file_lock(path.with_name(path.name + ".lock")):
-        out = load(path)
-        if out is None:
-            out = build()
-            save(path, out)
-    return out
-
+__all__ = ["TeacherSource", "OnlineTeacher", "CachedTeacher"]
 
 class TeacherSource:
     """Supplies the teacher's :class:`Outputs` for a training batch (``x`` and its sample indices)."""

@@ -36,8 +36,9 @@ from ..data.loading import BatchIterator
 from ..errors import ConfigError
 from ..files import atomic_dir
 from ..fingerprint import config_hash, model_fingerprint
+from ..locks import build_once
 from ..outputs import QKV, Outputs
-from .sources import OnlineTeacher, TeacherSource, build_once
+from .sources import OnlineTeacher, TeacherSource
 
 __all__ = ["ViewsTeacher", "ViewsLoader", "VIEW_STREAM", "flatten_outputs", "unflatten_outputs"]
 
