@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..space import SearchSpace
 
 __all__ = ["run_optuna", "enqueue_baselines", "counted", "make_sampler", "make_pruner", "run_one_trial",
-           "Interrupted", "tidy", "waiting", "running_searched", "running_baselines", "quiet"]
+           "Interrupted", "start_run", "tidy", "waiting", "running_searched", "running_baselines", "quiet"]
 
 
 #: a baseline that failed this many times (e.g. out of memory) is not enqueued again
@@ -174,13 +174,12 @@ def tidy(study, cfg, space) -> None:
         enqueue_baselines(study, space.baseline_students(cfg.search.baseline_students))
 
 
-def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeout: float | None,
-               epochs: int | None, multi_objective: bool, progress=None, worker: str | int | None = None,
-               poll: float = 1.0, fingerprint: str | None = None) -> int:
-    """Run until the study holds ``trials`` finished searched trials plus its baselines, whichever worker ran
-    them. A worker with nothing left to start waits for the others' running trials (failing them if their
-    process dies or their heartbeat stops, and running their retries), so the study always ends complete
-    while one worker lives. Returns how many trials this call ran."""
+def start_run(ctx: StudyContext, space: SearchSpace, study, *, trials: int, epochs: int | None,
+              multi_objective: bool, progress, worker: str | int | None, fingerprint: str | None
+              ) -> tuple[Objective, int]:
+    """What every backend does before its first trial: the objective; under the study lock, tidy the study
+    (dead trials, missing baselines) and count what is stored; a sampler seeded for this run and worker (a
+    resume or a second worker never replays a trial). Returns the objective and the stored trial count."""
     cfg = ctx.cfg
     objective = Objective(ctx, space, epochs=epochs, multi_objective=multi_objective, progress=progress,
                           fingerprint=fingerprint)
@@ -191,6 +190,19 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
                                                            n_stored))
     if progress is not None:
         progress.search_started(study, max(0, trials - counted(study)) + waiting(study), trials)
+    return objective, n_stored
+
+
+def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeout: float | None,
+               epochs: int | None, multi_objective: bool, progress=None, worker: str | int | None = None,
+               poll: float = 1.0, fingerprint: str | None = None) -> int:
+    """Run until the study holds ``trials`` finished searched trials plus its baselines, whichever worker ran
+    them. A worker with nothing left to start waits for the others' running trials (failing them if their
+    process dies or their heartbeat stops, and running their retries), so the study always ends complete
+    while one worker lives. Returns how many trials this call ran."""
+    cfg = ctx.cfg
+    objective, _ = start_run(ctx, space, study, trials=trials, epochs=epochs, multi_objective=multi_objective,
+                             progress=progress, worker=worker, fingerprint=fingerprint)
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
     # the study's long-lived objects (modules, data, teacher, caches) move to the permanent generation: the

@@ -36,17 +36,17 @@ from ..objective import Objective, Outcome, report_epoch, train_trial
 from .optuna_backend import (
     Interrupted,
     counted,
-    make_sampler,
     quiet,
     run_one_trial,
     running_baselines,
     running_searched,
+    start_run,
     tidy,
     waiting,
 )
 from .ray_processes import descendants, reap_orphans, remember_processes, stop_processes
 from .storage import study_lock
-from .workers import run_seed, worker_id
+from .workers import worker_id
 
 if TYPE_CHECKING:
     from ...config import StudyConfig
@@ -424,15 +424,9 @@ def run_ray(ctx: StudyContext, space: SearchSpace, study, *, trials: int, timeou
 
     cfg = ctx.cfg
     spec = cfg.search.ray
-    objective = Objective(ctx, space, epochs=epochs, multi_objective=multi_objective, progress=progress,
-                          fingerprint=fingerprint)
-    with study_lock(cfg):
-        tidy(study, cfg, space)
-        n_stored = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(cfg, space, seed=run_seed(cfg.seed, worker if worker is not None else worker_id(),
-                                                           n_stored))
-    if progress is not None:
-        progress.search_started(study, max(0, trials - counted(study)) + waiting(study), trials)
+    objective, n_stored = start_run(ctx, space, study, trials=trials, epochs=epochs,
+                                    multi_objective=multi_objective, progress=progress, worker=worker,
+                                    fingerprint=fingerprint)
     deadline = None if timeout is None else time.monotonic() + timeout
     with ray_session(cfg):
         import ray
