@@ -234,7 +234,7 @@ class StudyConfig(_Strict):
     teacher_cache: str = Field(
         "auto", description="auto | online | cached | views:K — auto: cached teacher outputs when the training "
         "transform is deterministic, K=8 stored augmented views per image (FKD) for a parameterised "
-        "augmentation (fake's crop_flip), else online")
+        "augmentation (CIFAR's pad-crop+flip, an image folder's resized-crop+flip, fake's crop_flip), else online")
     teacher_cache_topk: int | None = Field(
         None, ge=1, description="views cache: keep the teacher's top-k probabilities + the rest mass instead of "
         "all logits (FKD's compressed soft labels, for many classes)")

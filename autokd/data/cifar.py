@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .base import DATASETS, DataBundle, split_fingerprint
+from .pil_augment import PadCropFlip, ViewTransform
 from .splits import carve, stratified_subset
 
 __all__ = ["CifarImages", "CifarSpec", "CIFAR_SPECS", "read_cifar_batches", "build_cifar"]
@@ -118,11 +119,25 @@ class CifarImages(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: Any) -> tuple[Any, int]:
+    def raw(self, i: Any) -> tuple[Any, int]:
+        """Item ``i`` before its transform: ``(PIL image, label)``."""
         from PIL import Image
 
         j = self.indices[int(i)]
-        return self.transform(Image.fromarray(self.images[j])), int(self.labels[j])
+        return Image.fromarray(self.images[j]), int(self.labels[j])
+
+    def image_size(self, i: Any) -> tuple[int, int]:
+        """``(width, height)`` of image ``i``."""
+        return 32, 32
+
+    @property
+    def view_transform(self) -> ViewTransform | None:
+        """The parameterised training transform (for stored views), when this split has one."""
+        return self.transform if isinstance(self.transform, ViewTransform) else None
+
+    def __getitem__(self, i: Any) -> tuple[Any, int]:
+        img, label = self.raw(i)
+        return self.transform(img), label
 
     @property
     def targets(self) -> np.ndarray:
@@ -144,9 +159,9 @@ def _locate(root: Path, spec: CifarSpec) -> Path | None:
 def _transforms(spec: CifarSpec) -> tuple[Any, Any]:
     from torchvision import transforms as T
 
-    norm = T.Normalize(spec.mean, spec.std)
-    train = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-    evaluation = T.Compose([T.ToTensor(), norm])
+    post = T.Compose([T.ToTensor(), T.Normalize(spec.mean, spec.std)])
+    train = ViewTransform(PadCropFlip(32, pad=4), post, f"to_tensor+normalize{spec.mean}/{spec.std}")
+    evaluation = post
     return train, evaluation
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .base import DATASETS, DataBundle, split_fingerprint
+from .pil_augment import ResizedCropFlip, ViewTransform
 from .splits import carve, stratified_split, stratified_subset
 
 __all__ = ["ImageFiles", "scan_split", "build_imagefolder", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -39,12 +40,29 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: Any) -> tuple[Any, int]:
+    def raw(self, i: Any) -> tuple[Any, int]:
+        """Item ``i`` before its transform: ``(RGB PIL image, label)``."""
         from PIL import Image
 
         path, label = self.samples[int(i)]
         with open(path, "rb") as f:
             img = Image.open(f).convert("RGB")
+        return img, label
+
+    def image_size(self, i: Any) -> tuple[int, int]:
+        """``(width, height)`` of image ``i`` (read from the file's header only)."""
+        from PIL import Image
+
+        with Image.open(self.samples[int(i)][0]) as img:
+            return img.size
+
+    @property
+    def view_transform(self) -> ViewTransform | None:
+        """The parameterised training transform (for stored views), when this split has one."""
+        return self.transform if isinstance(self.transform, ViewTransform) else None
+
+    def __getitem__(self, i: Any) -> tuple[Any, int]:
+        img, label = self.raw(i)
         return self.transform(img), label
 
     @property
@@ -97,9 +115,9 @@ def _digest(root: Path, *lists: list[Sample]) -> str:
 def _transforms(size: int) -> tuple[Any, Any]:
     from torchvision import transforms as T
 
-    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-    evaluation = T.Compose([T.Resize(int(size * 1.14)), T.CenterCrop(size), T.ToTensor(), norm])
+    post = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    train = ViewTransform(ResizedCropFlip(size), post, "to_tensor+normalize(imagenet)")
+    evaluation = T.Compose([T.Resize(int(size * 1.14)), T.CenterCrop(size), post])
     return train, evaluation
 
 

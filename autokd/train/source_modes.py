@@ -32,8 +32,9 @@ def make_teacher_source(mode: str, model: nn.Module, data, device, cache_dir=Non
                         feature_budget_mb: float = 1024.0) -> TeacherSource:
     """``mode`` (see :func:`parse_teacher_cache`): ``online``; ``cached`` (outputs per sample; needs a
     deterministic training transform); ``views:K`` (K stored augmented views per image, FKD; needs a
-    parameterised augmentation such as ``fake``'s ``crop_flip``); ``auto``: cached for deterministic data,
-    views for parameterised augmentation, else online. ``key`` labels the cache files (e.g. the helper model
+    parameterised augmentation); ``auto``: cached for deterministic data,
+    views for a parameterised augmentation (``fake``'s ``crop_flip``, CIFAR's pad-crop+flip, an image folder's
+    resized-crop+flip), else online. ``key`` labels the cache files (e.g. the helper model
     they belong to); their content key is always the fingerprint of the model's weights and of the data split
     (plus, for views, the transform, K, ``seed`` and ``topk``). ``feature_budget_mb``: views store stage
 features too when they fit it, else terms on features run the teacher online on the same views."""
@@ -41,7 +42,8 @@ features too when they fit it, else terms on features run the teacher online on 
     if kind == "auto":
         if data.deterministic_train:
             kind = "cached"
-        elif getattr(data.train, "augment", None) is not None:
+        elif (getattr(data.train, "augment", None) is not None
+              or getattr(data.train, "view_transform", None) is not None):
             kind, views = "views", AUTO_VIEWS
         else:
             kind = "online"

@@ -2,7 +2,10 @@
 Recognition", ECCV 2022).
 
 For each training image, ``K`` views of the dataset's own random augmentation are drawn once (seeded), stored
-as their parameters (crop corner + flip, not pixels) together with the teacher's outputs on them. Each epoch
+as their parameters (crop corner + flip, or a RandomResizedCrop box + flip; not pixels) together with the
+teacher's outputs on them. In-memory data (``fake`` with ``crop_flip``) render views batch-wise on the device
+(:class:`ViewsLoader`); file datasets (CIFAR, image folders, :mod:`autokd.data.pil_augment`) render each image
+at its stored view through a DataLoader (:class:`FileViewsLoader`). Each epoch
 the student sees one stored view per image (drawn per epoch from the recipe's seed), so the teacher never
 runs while students train, and every trial and worker of a study shares the one cache.
 
@@ -32,15 +35,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data.loading import BatchIterator
+from ..data.loading import BatchIterator, EpochDataLoader
+from ..data.pil_augment import StoredViews
 from ..errors import ConfigError
 from ..files import atomic_dir
 from ..fingerprint import config_hash, model_fingerprint
 from ..locks import build_once
 from ..outputs import QKV, Outputs
+from .precision import available_cores
 from .sources import OnlineTeacher, TeacherSource
 
-__all__ = ["ViewsTeacher", "ViewsLoader", "VIEW_STREAM", "flatten_outputs", "unflatten_outputs"]
+__all__ = ["ViewsTeacher", "ViewsLoader", "FileViewsLoader", "VIEW_STREAM", "flatten_outputs", "unflatten_outputs"]
 
 #: offset of the per-epoch view choice's random stream from the loader's shuffling stream
 VIEW_STREAM = 0x2545F491
@@ -74,6 +79,40 @@ class ViewsLoader(BatchIterator):
             yield x, y, idx
 
 
+class FileViewsLoader:
+    """Batches ``(x, y, idx)`` of a file dataset's stored views through a seeded :class:`EpochDataLoader`:
+    epoch ``e`` shows sample ``i`` its view ``choice[i]``, drawn as :meth:`ViewsLoader.epoch_views` draws it;
+    ``on_epoch(choice)`` is told before the epoch's first batch."""
+
+    def __init__(self, dataset, params: np.ndarray, batch_size: int, *, seed: int,
+                 on_epoch: Callable[[Tensor], None], device: torch.device | str | None = None,
+                 num_workers: int = 0) -> None:
+        self.views, self.seed, self.on_epoch = int(params.shape[1]), int(seed), on_epoch
+        self.choice = np.zeros(len(params), dtype=np.int64)
+        self.loader = EpochDataLoader(StoredViews(dataset, params, self.choice), batch_size, shuffle=True,
+                                      seed=seed, num_workers=num_workers, device=device)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.choice)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def epoch_views(self, epoch: int) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1000003 + epoch + VIEW_STREAM)
+        return torch.randint(0, self.views, (self.num_samples,), generator=g)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        choice = self.epoch_views(self.loader.epoch)
+        self.choice[:] = choice.numpy()  # read by the dataset (and by worker processes forked for this epoch)
+        self.on_epoch(choice)
+        return iter(self.loader)
+
+
 class ViewsTeacher(TeacherSource):
     """Teacher outputs on ``views`` stored augmented views per training image (see the module docstring).
 
@@ -86,23 +125,31 @@ class ViewsTeacher(TeacherSource):
     def __init__(self, model: nn.Module, data, device: torch.device, cache_dir: Path | None = None,
                  key: str = "", views: int = 8, seed: int = 0, topk: int | None = None,
                  log: Callable[[str], None] | None = None, feature_budget_mb: float = 1024.0) -> None:
-        augment = getattr(data.train, "augment", None)
-        if augment is None or not hasattr(data.train, "x"):
+        augment = getattr(data.train, "augment", None) if hasattr(data.train, "x") else None
+        files = getattr(data.train, "view_transform", None)
+        if augment is None and files is None:
             raise ConfigError(
-                f"teacher_cache: views:K needs an in-memory dataset with a parameterised augmentation (e.g. fake "
-                f"with augment: crop_flip); dataset {data.name!r} has none — use auto, cached or online")
+                f"teacher_cache: views:K needs a parameterised training augmentation (CIFAR's pad-crop+flip, an "
+                f"image folder's resized-crop+flip, fake with augment: crop_flip); dataset {data.name!r} has "
+                f"none — use auto, cached or online")
         if views < 1:
             raise ConfigError(f"teacher_cache: views:K needs K >= 1 (got {views})")
         if topk is not None and not 1 <= topk < data.num_classes:
             raise ConfigError(f"teacher_cache_topk must be between 1 and num_classes - 1 = "
                               f"{data.num_classes - 1} (got {topk})")
         self.model, self.data, self.device = model, data, torch.device(device)
-        self.augment, self.views, self.seed, self.topk = augment, int(views), int(seed), topk
+        #: the in-memory batched augmentation, or (file datasets) the dataset's per-image ViewTransform
+        self.augment = augment if augment is not None else files
+        self.files = augment is None
+        self.views, self.seed, self.topk = int(views), int(seed), topk
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.label, self.log = key, log
         self.online = OnlineTeacher(model)
         self.current_view = torch.zeros(len(data.train), dtype=torch.long, device=self.device)
         self.feature_budget_mb = float(feature_budget_mb)
+        #: DataLoader workers that render file datasets' views while the cache is built (none on the CPU,
+        #: where they would take cores from the teacher; up to 4 on an accelerator)
+        self.num_workers = min(4, available_cores() - 1) if self.device.type == "cuda" and self.files else 0
         self._fingerprint: str | None = None
         self._store: dict[str, dict[str, np.ndarray | Tensor]] = {}
         self._features_fit: bool | None = None
@@ -149,10 +196,27 @@ class ViewsTeacher(TeacherSource):
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
     def view_params(self) -> Tensor:
-        """The stored views' parameters, int64 (N, K, P): drawn from ``torch.Generator().manual_seed(seed)``."""
+        """The stored views' parameters, int64 (N, K, P): drawn from ``torch.Generator().manual_seed(seed)``
+        (file datasets: per image, from its size)."""
         g = torch.Generator().manual_seed(self.seed)
         n = len(self.data.train)
-        return self.augment.sample(n * self.views, g).view(n, self.views, -1)
+        if not self.files:
+            return self.augment.sample(n * self.views, g).view(n, self.views, -1)
+        sizes = torch.tensor([self.data.train.image_size(i) for i in range(n)], dtype=torch.long)
+        return self.augment.sample_batch(sizes.repeat_interleave(self.views, 0), g).view(n, self.views, -1)
+
+    def _view_batches(self, params: Tensor, v: int, bs: int) -> Iterator[tuple[int, Tensor]]:
+        """``(first row, images)`` batches of view ``v`` of every training image, in order."""
+        if not self.files:
+            x_all = self.data.train.x
+            for s in range(0, len(x_all), bs):
+                yield s, self.augment.apply(x_all[s:s + bs].to(self.device), params[s:s + bs, v])
+            return
+        choice = np.full(len(params), v, dtype=np.int64)
+        loader = EpochDataLoader(StoredViews(self.data.train, params.numpy(), choice), bs,
+                                 num_workers=self.num_workers)
+        for x, _, idx in loader:
+            yield int(idx[0]), x.to(self.device)
 
     def _forward(self, x: Tensor, kind: str) -> dict[str, Tensor]:
         if kind == "logits":
@@ -164,20 +228,20 @@ class ViewsTeacher(TeacherSource):
         n, k, c = len(self.data.train), self.views, self.data.num_classes
         params = self.view_params()
         store: dict[str, Tensor] = {}
-        x_all, bs = self.data.train.x, 256
         self.model.eval()
         if self.log is not None:
             self.log(f"teacher views: computing the teacher's {kind} on {k} views x {n} images (once per study)")
         for v in range(k):
-            for s in range(0, n, bs):
-                x = self.augment.apply(x_all[s:s + bs].to(self.device), params[s:s + bs, v])
+            for s, x in self._view_batches(params, v, 256):
+                bs = len(x)
                 for name, t in self._forward(x, kind).items():
                     if name not in store:
                         store[name] = torch.empty(n, k, *t.shape[1:])
                     store[name][s:s + bs, v] = t.float().cpu()
             if self.log is not None:
                 self.log(f"teacher views: {v + 1}/{k} views done ({100 * (v + 1) // k}%)")
-        out = {"params": params.to(torch.int16).numpy()}
+        small = params.numel() == 0 or int(params.max()) < 2**15
+        out = {"params": params.to(torch.int16 if small else torch.int32).numpy()}
         if kind != "logits" or self.topk is None:
             out.update({name: t.numpy() for name, t in store.items()})
             return out
@@ -222,15 +286,22 @@ class ViewsTeacher(TeacherSource):
         return self._features_fit
 
     # ---- the source --------------------------------------------------------------------------------
-    def train_loader(self, data, batch_size: int, seed: int, **loader_kw) -> ViewsLoader:
-        """Batches of the stored views, held on the source's device (``loader_kw`` does not apply)."""
+    def train_loader(self, data, batch_size: int, seed: int, **loader_kw) -> ViewsLoader | FileViewsLoader:
+        """Batches of the stored views: in-memory data held on the source's device (``loader_kw`` does not
+        apply); file datasets through a DataLoader (``loader_kw``: ``device``, ``num_workers``)."""
         if data is not self.data:
             raise ConfigError("the views cache serves the dataset it was built for; build one per dataset")
         arrays = self._arrays()
         params = arrays["params"]
         params = params if isinstance(params, Tensor) else torch.from_numpy(np.array(params))
+        if self.files:
+            return FileViewsLoader(data.train, params.long().cpu().numpy(), batch_size, seed=seed,
+                                   on_epoch=self._epoch_views, **loader_kw)
         return ViewsLoader(data.train.x, data.train.y, batch_size, params=params.long(), augment=self.augment,
                            on_batch=self._served, seed=seed, device=self.device)
+
+    def _epoch_views(self, views: Tensor) -> None:
+        self.current_view = views.to(self.device)
 
     def _served(self, idx: Tensor, views: Tensor) -> None:
         self.current_view[idx.to(self.current_view.device)] = views.to(self.current_view.device)

@@ -145,7 +145,7 @@ def test_trainer_fits_on_views_and_teacher_cache_modes(bundle, teacher, tmp_path
     assert len(res.history) == 2 and res.history[-1]["train_kd"] > 0
     assert isinstance(make_teacher_source("online", teacher, bundle, CPU), OnlineTeacher)
     digits = data.create("digits", train_fraction=0.2)
-    with pytest.raises(ConfigError, match="parameterised augmentation"):
+    with pytest.raises(ConfigError, match="parameterised training augmentation"):
         make_teacher_source("views:4", teacher, digits, CPU)
     with pytest.raises(ConfigError, match="deterministic"):
         make_teacher_source("cached", teacher, bundle, CPU)
