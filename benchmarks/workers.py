@@ -125,8 +125,8 @@ def storage_overhead(args, tmp: Path) -> None:
                "train_time_s": 1.0, "epoch_time_s": 1.0}
 
     def objective(trial):
-        tr.record_worker(trial, "bench:1", "fp")
-        tr.record_recipe(trial, kd)
+        tr.record_worker(trial, "bench:1")
+        tr.record_recipe(trial, kd, fingerprint="fp")
         trial.report(0.9, 0)
         tr.record_metrics(trial, metrics)
         return 0.9

@@ -156,12 +156,13 @@ class Objective:
         baseline, build and record the recipe, prescreen it. Raises ``optuna.TrialPruned`` (reason recorded)."""
         from .backends.workers import worker_id
 
-        tr.record_worker(trial, worker_id(), self.fingerprint)
+        if tr.worker_of(trial) is None:  # the backends claim a trial right after ``ask``
+            tr.record_worker(trial, worker_id())
         is_baseline = tr.is_baseline(trial)
         if is_baseline:
             self._skip_duplicate_baseline(trial)
         recipe = self.recipe_for(trial)
-        tr.record_recipe(trial, recipe)
+        tr.record_recipe(trial, recipe, fingerprint=self.fingerprint)
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)
         if self.progress is not None:
@@ -193,13 +194,12 @@ class Objective:
             tr.record_pruned(trial, outcome.diverged, diverged=True)
             raise optuna.TrialPruned(outcome.diverged)
         m = dict(outcome.metrics)
-        if outcome.seed_accs:
-            tr.record_seeds(trial, outcome.seed_accs)
-        tr.record_metrics(trial, m)
-        self._save(trial.number, recipe, m, outcome.history)
+        reason = None
         if outcome.stopped:
             reason = f"pruned at epoch {m['epochs'] - 1}: val acc {m['val_acc']:.4f} (by {self.ctx.cfg.search.pruner})"
-            tr.record_pruned(trial, reason)
+        tr.record_metrics(trial, m, seed_accs=outcome.seed_accs, pruned=reason)
+        self._save(trial.number, recipe, m, outcome.history)
+        if reason is not None:
             raise optuna.TrialPruned(reason)
         if self.multi:
             return m["val_acc"], float(m["params"])

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from ..recipe import Recipe, StudentSpec
+from .attr_writes import set_user_attrs
 
 __all__ = [
     "Baseline",
@@ -35,7 +36,6 @@ __all__ = [
     "diswot_rank_of",
     "record_recipe",
     "record_metrics",
-    "record_seeds",
     "record_pruned",
     "record_failed",
     "record_proxy",
@@ -133,58 +133,63 @@ def baseline_attrs(kind: Baseline, student: StudentSpec | None) -> dict[str, Any
     return out
 
 
-def record_recipe(trial: Any, recipe: Recipe) -> None:
-    """What a trial trains, before it trains: the recipe (compact JSON), its one-line description, the
-    student's label and the seed."""
-    trial.set_user_attr(Key.RECIPE.value, json.dumps(recipe.to_dict(), separators=(",", ":")))
-    trial.set_user_attr(Key.DESCRIPTION.value, recipe.describe())
-    trial.set_user_attr(Key.STUDENT.value, recipe.student.label())
-    trial.set_user_attr(Key.SEED.value, recipe.seed)
+def record_recipe(trial: Any, recipe: Recipe, *, fingerprint: str | None = None) -> None:
+    """What a trial trains, before it trains, in one write: the recipe (compact JSON), its one-line
+    description, the student's label, the seed and the study fingerprint id it runs under."""
+    attrs: dict[str, Any] = {Key.RECIPE.value: json.dumps(recipe.to_dict(), separators=(",", ":")),
+                             Key.DESCRIPTION.value: recipe.describe(), Key.STUDENT.value: recipe.student.label(),
+                             Key.SEED.value: recipe.seed}
+    if fingerprint is not None:
+        attrs[Key.FINGERPRINT.value] = fingerprint
+    set_user_attrs(trial, attrs)
 
 
-def record_metrics(trial: Any, metrics: Mapping[str, Any]) -> None:
-    for k in METRICS:
-        if k.value in metrics:
-            trial.set_user_attr(k.value, metrics[k.value])
-
-
-def record_seeds(trial: Any, accs: list[float]) -> None:
+def record_metrics(trial: Any, metrics: Mapping[str, Any], *, seed_accs: list[float] | None = None,
+                   pruned: str | None = None) -> None:
+    """What training produced, in one write: the :data:`METRICS` present in ``metrics``, the per-seed
+    validation accuracies and their sample standard deviation (``seed_accs``, when several seeds ran), and the
+    reason when the trial is pruned after training (by the pruner, at an intermediate epoch)."""
     import statistics
 
-    trial.set_user_attr(Key.VAL_ACC_SEEDS.value, list(accs))
-    trial.set_user_attr(Key.VAL_ACC_STD.value, statistics.stdev(accs) if len(accs) > 1 else 0.0)
+    attrs = {k.value: metrics[k.value] for k in METRICS if k.value in metrics}
+    if seed_accs:
+        attrs[Key.VAL_ACC_SEEDS.value] = list(seed_accs)
+        attrs[Key.VAL_ACC_STD.value] = statistics.stdev(seed_accs) if len(seed_accs) > 1 else 0.0
+    if pruned is not None:
+        attrs[Key.PRUNE_REASON.value] = pruned
+    set_user_attrs(trial, attrs)
 
 
 def record_pruned(trial: Any, reason: str, *, diverged: bool = False, epochs: int | None = None) -> None:
     """Why a trial is pruned (before ``raise optuna.TrialPruned``); ``diverged`` marks a loss that became
     non-finite, which the tree samplers treat as the worst outcome."""
-    trial.set_user_attr(Key.PRUNE_REASON.value, reason)
+    attrs: dict[str, Any] = {Key.PRUNE_REASON.value: reason}
     if diverged:
-        trial.set_user_attr(Key.DIVERGED.value, True)
+        attrs[Key.DIVERGED.value] = True
     if epochs is not None:
-        trial.set_user_attr(Key.EPOCHS.value, epochs)
+        attrs[Key.EPOCHS.value] = epochs
+    set_user_attrs(trial, attrs)
 
 
 def record_failed(trial: Any, reason: str) -> None:
     trial.set_user_attr(Key.FAIL_REASON.value, reason)
 
 
-def record_worker(trial: Any, worker: str, fingerprint: str | None = None) -> None:
-    """Who runs the trial (``host:pid``) and under which study fingerprint."""
+def record_worker(trial: Any, worker: str) -> None:
+    """Who runs the trial (``host:pid``), recorded right after ``ask`` (a kill then leaves a dead owner)."""
     trial.set_user_attr(Key.WORKER.value, worker)
-    if fingerprint is not None:
-        trial.set_user_attr(Key.FINGERPRINT.value, fingerprint)
 
 
 def record_interrupted(trial: Any, signal_name: str) -> None:
-    trial.set_user_attr(Key.INTERRUPTED.value, signal_name)
-    trial.set_user_attr(Key.FAIL_REASON.value, f"interrupted by {signal_name}; rerun the command to resume")
+    set_user_attrs(trial, {Key.INTERRUPTED.value: signal_name,
+                           Key.FAIL_REASON.value: f"interrupted by {signal_name}; rerun the command to resume"})
 
 
 def record_proxy(trial: Any, score: float, proxy: str | None = None) -> None:
-    trial.set_user_attr(Key.PROXY_SCORE.value, score)
+    attrs: dict[str, Any] = {Key.PROXY_SCORE.value: score}
     if proxy is not None:
-        trial.set_user_attr(Key.PROXY.value, proxy)
+        attrs[Key.PROXY.value] = proxy
+    set_user_attrs(trial, attrs)
 
 
 def record_diswot(rank: int, score: float, proxy: str, key: str) -> dict[str, Any]:
