@@ -26,6 +26,17 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert p.read_text() == "new"
 
 
+def test_atomic_write_fsyncs_only_when_durable(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    atomic_write_text(tmp_path / "a.txt", "one")
+    assert len(synced) == 1
+    atomic_write_text(tmp_path / "b.txt", "two", durable=False)
+    assert len(synced) == 1 and (tmp_path / "b.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temporaries left
+
+
 def test_atomic_dir_swaps_the_whole_folder(tmp_path):
     d = tmp_path / "final"
     with atomic_dir(d) as tmp:

@@ -217,6 +217,8 @@ class Objective:
         return self.finish(trial, recipe, outcome)
 
     def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:
+        """The trial's files (derived from its stored record, so written without fsync; see ``atomic_write``)."""
         d = self.ctx.cfg.study_dir / "trials" / str(number)
-        atomic_write_text(d / "metrics.json", json.dumps({"metrics": metrics, "history": history}, indent=1))
-        recipe.dump(d / "recipe.yaml")
+        atomic_write_text(d / "metrics.json", json.dumps({"metrics": metrics, "history": history}, indent=1),
+                          durable=False)
+        atomic_write_text(d / "recipe.yaml", recipe.to_yaml(), durable=False)

@@ -126,7 +126,7 @@ def test_loader_serves_the_stored_views_and_their_teacher_outputs(bundle, tmp_pa
         for x, _, idx in loader:
             v = src.current_view[idx]
             seen[idx, v] = True
-            for row, (i, k) in enumerate(zip(idx.tolist(), v.tolist())):
+            for row, (i, k) in enumerate(zip(idx.tolist(), v.tolist(), strict=True)):
                 img, _ = bundle.train.raw(i)
                 assert torch.equal(x[row], bundle.train.view_transform.render(img, params[i, k].tolist()))
             with torch.no_grad():
