@@ -21,9 +21,11 @@ def _none(epochs, **kw):
 def _median(epochs, **kw):
     import optuna
 
+    from .completed_once import CompletedOncePerTrial
+
     kw.setdefault("n_startup_trials", 4)
     kw.setdefault("n_warmup_steps", max(1, epochs // 3))
-    return optuna.pruners.MedianPruner(**kw)
+    return CompletedOncePerTrial(optuna.pruners.MedianPruner(**kw))
 
 
 def _sha(epochs, **kw):
