@@ -6,10 +6,13 @@
    plus its baselines) run by ONE worker with one thread and with all cores' threads, then by TWO workers with
    half the threads each (``autokd search --worker k --threads t``), from the same stored teacher. Prints
    trials/hour and the ratio of two workers to the faster single worker (goal on 2 cores: >= 1.8x).
-2. Storage overhead: the per-trial cost of what autokd asks of the storage (create the trial under the study
-   lock, record the recipe, worker, metrics and one intermediate value per epoch, tell the result) with a
-   no-op training step, on SQLite, a journal file and PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``),
-   as a fraction of one trial of the demo study (3 seeds x 15 epochs; goal: <= 2 %) and of one 1-epoch fit.
+2. Storage overhead: the per-trial cost of what autokd asks of the storage in a demo-study trial, with a
+   no-op training step: under the study lock the loop's own reads (tidy: dead, unclaimed and stale trials;
+   the counts that decide whether to start one) and the ask; then the worker, the recipe, 15 epochs of
+   intermediate values each followed by the median pruner's decision, the metrics, and the tell. On SQLite,
+   a journal file and PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``), as a fraction of one trial of
+   the demo study (3 seeds x 15 epochs of a CE-only student, the cheapest; goal: <= 2 %) and of one 1-epoch
+   fit.
 """
 
 from __future__ import annotations
@@ -100,8 +103,17 @@ def storage_overhead(args, tmp: Path) -> None:
     from autokd.config import StudyConfig
     from autokd.recipe import Recipe, StudentSpec, TermSpec
     from autokd.search import trial_record as tr
-    from autokd.search.backends.optuna_backend import run_one_trial
+    from autokd.search.backends.optuna_backend import (
+        counted,
+        make_pruner,
+        run_one_trial,
+        running_searched,
+        tidy,
+        waiting,
+    )
     from autokd.search.backends.storage import open_study, study_lock
+    from autokd.search.batched_writes import IntermediateValues
+    from autokd.search.objective import report_epoch
     from autokd.train import Trainer
     from autokd.train.threads import default_cpu_threads
 
@@ -124,12 +136,23 @@ def storage_overhead(args, tmp: Path) -> None:
     metrics = {"val_acc": 0.9, "best_val_acc": 0.9, "params": 1000, "flops": 10_000, "latency_ms": 0.1, "epochs": 1,
                "train_time_s": 1.0, "epoch_time_s": 1.0}
 
-    def objective(trial):
-        tr.record_worker(trial, "bench:1")
-        tr.record_recipe(trial, kd, fingerprint="fp")
-        trial.report(0.9, 0)
+    def objective(trial):  # what Objective does around training
+        tr.record_recipe(trial, kd)
+        values = IntermediateValues(trial)
+        for epoch in range(15):  # a demo trial reports each epoch of its first seed and asks the pruner
+            if report_epoch(trial, epoch, 0.5 + 0.01 * epoch, prunable=True, multi=False, values=values):
+                break
+        values.flush()
         tr.record_metrics(trial, metrics)
         return 0.9
+
+    def one_trial(study, cfg):
+        with study_lock(cfg):  # what run_optuna does before each trial
+            tidy(study, cfg, None)
+            _decide = waiting(study) or counted(study) + running_searched(study) < 10**9
+            trial = study.ask()
+            tr.record_worker(trial, "bench:1")
+        run_one_trial(study, trial, objective)
 
     storages = {"sqlite": None, "journal": f"journal:///{tmp}/bench.log"}
     pg = args.postgres or os.environ.get("AUTOKD_TEST_POSTGRES")
@@ -143,18 +166,14 @@ def storage_overhead(args, tmp: Path) -> None:
         d.mkdir()
         cfg_path = study_yaml(d / "s.yaml", f"bench_{kind}_{os.getpid()}", 1, 1, storage=url)
         cfg = StudyConfig.load(cfg_path)
+        cfg.search.baselines, cfg.search.pruner = False, "median"
         study = open_study(cfg, multi_objective=False, sampler=optuna.samplers.RandomSampler(seed=0),
-                           pruner=optuna.pruners.NopPruner())
-        for _ in range(3):  # warm-up
-            with study_lock(cfg):
-                trial = study.ask()
-            run_one_trial(study, trial, objective)
+                           pruner=make_pruner(cfg, 15))
+        for _ in range(5):  # warm-up; also past the median pruner's 4 start-up trials
+            one_trial(study, cfg)
         t0 = time.perf_counter()
         for _ in range(args.n):
-            with study_lock(cfg):
-                study.get_trials(deepcopy=False)  # what the loop reads to decide
-                trial = study.ask()
-            run_one_trial(study, trial, objective)
+            one_trial(study, cfg)
         per = (time.perf_counter() - t0) / args.n
         print(f"{kind:>11s} {per * 1000:>9.1f} {100 * per / trial_s:>10.2f}% {100 * per / epoch_s:>12.1f}%")
 

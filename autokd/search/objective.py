@@ -12,6 +12,7 @@ from ..files import atomic_write_text
 from ..recipe import Recipe
 from ..train.trainer import TrainingDiverged
 from . import trial_record as tr
+from .batched_writes import IntermediateValues
 
 if TYPE_CHECKING:
     from ..context import StudyContext
@@ -34,12 +35,16 @@ class Outcome:
     failed: str | None = None  # a RuntimeError (e.g. out of memory): the trial FAILs
 
 
-def report_epoch(trial, epoch: int, acc: float, *, prunable: bool, multi: bool) -> bool:
-    """Store epoch ``epoch``'s (0-based) validation accuracy as the trial's intermediate value and ask the
-    study's pruner whether to stop. Baselines are never pruned; Optuna does not prune multi-objective trials."""
+def report_epoch(trial, epoch: int, acc: float, *, prunable: bool, multi: bool, values=None) -> bool:
+    """Store epoch ``epoch``'s (0-based) validation accuracy as the trial's intermediate value (through
+    ``values``, an :class:`~.batched_writes.IntermediateValues`, when given) and ask the study's pruner
+    whether to stop. Baselines are never pruned; Optuna does not prune multi-objective trials."""
     if multi:
         return False
-    trial.report(acc, epoch)
+    if values is not None:
+        values.report(acc, epoch)
+    else:
+        trial.report(acc, epoch)
     return prunable and trial.should_prune()
 
 
@@ -209,11 +214,16 @@ class Objective:
         recipe = self.prepare(trial)
         is_baseline = tr.is_baseline(trial)
 
-        def report(epoch: int, acc: float) -> bool:
-            return report_epoch(trial, epoch, acc, prunable=not is_baseline, multi=self.multi)
+        values = IntermediateValues(trial)
 
-        outcome = train_trial(self.ctx.trial_trainer(), recipe, seeds=self.seeds, report=report,
-                              epochs=self.trial_epochs(recipe))
+        def report(epoch: int, acc: float) -> bool:
+            return report_epoch(trial, epoch, acc, prunable=not is_baseline, multi=self.multi, values=values)
+
+        try:
+            outcome = train_trial(self.ctx.trial_trainer(), recipe, seeds=self.seeds, report=report,
+                                  epochs=self.trial_epochs(recipe))
+        finally:
+            values.flush()  # before the trial is told, however training ended
         return self.finish(trial, recipe, outcome)
 
     def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:

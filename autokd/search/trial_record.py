@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from ..recipe import Recipe, StudentSpec
-from .attr_writes import set_user_attrs
+from .batched_writes import set_user_attrs
 
 __all__ = [
     "Baseline",

@@ -1,13 +1,14 @@
-"""Several user attributes in one write: stored exactly as Optuna's ``set_user_attr`` stores them, on SQLite,
-PostgreSQL, a journal file and in memory; refused on a finished trial; visible on the live trial."""
+"""Grouped writes: several user attributes in one write, and intermediate values written together, stored
+exactly as Optuna's ``set_user_attr`` / ``report`` store them, on SQLite, PostgreSQL, a journal file and in
+memory; refused on a finished trial; visible on the live trial at once."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from autokd.search.attr_writes import set_user_attrs
 from autokd.search.backends.storage import make_storage
+from autokd.search.batched_writes import IntermediateValues, set_user_attrs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -86,3 +87,47 @@ def test_anything_with_set_user_attr_is_written_key_by_key():
     assert dict(m) == ATTRS
     set_user_attrs(m, {})
     assert dict(m) == ATTRS
+
+
+CURVE = [0.5, 0.625, float("nan"), float("inf"), float("-inf"), 0.75]
+
+
+def test_intermediate_values_store_what_report_stores(storage):
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    one, grouped = study.ask(), study.ask()
+    for step, v in enumerate(CURVE):
+        one.report(v, step)
+    values = IntermediateValues(grouped, interval_s=3600.0)
+    commits = _count_commits(storage)
+    for step, v in enumerate(CURVE):
+        values.report(v, step)
+        assert grouped._cached_frozen_trial.intermediate_values[step] is not None  # seen by the pruner at once
+    values.report(0.0, 1)  # a step reported twice is ignored, as Trial.report ignores it
+    if commits is not None:
+        assert commits["n"] == 0  # nothing written before the interval or the flush
+    values.flush()
+    if commits is not None:
+        assert commits["n"] == 1
+    study.tell(one, 1.0)
+    study.tell(grouped, 1.0)
+    stored = [t.intermediate_values for t in optuna.load_study(study_name="s", storage=storage).get_trials()]
+    assert stored[0].keys() == stored[1].keys() == set(range(len(CURVE)))
+    for step, v in enumerate(CURVE):
+        a, b = stored[0][step], stored[1][step]
+        assert (a != a and b != b) or a == b == v  # NaN stays NaN, infinities stay infinite
+
+
+def test_intermediate_values_are_written_once_the_interval_has_passed(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    values = IntermediateValues(trial, interval_s=0.0)  # every report is due at once
+    values.report(0.5, 0)
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
+    study.tell(trial, 1.0)
+    values.interval_s = 3600.0
+    values.report(0.6, 1)  # kept in the trial; writing to a finished trial is refused, as Optuna refuses it
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        values.flush()
+    with pytest.raises(ValueError, match="non-negative"):
+        IntermediateValues(study.ask()).report(0.5, -1)
