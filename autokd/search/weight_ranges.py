@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..outputs import Shapes
     from .space import SearchSpace
 
-__all__ = ["space_for_models", "space_for_study", "model_weight_range", "MAX_STUDENTS"]
+__all__ = ["space_for_models", "space_for_study", "ModelWeightRange", "MAX_STUDENTS"]
 
 #: at most this many candidate students are probed (besides every option's midpoint)
 MAX_STUDENTS = 32
@@ -81,19 +81,23 @@ def _pair_sets(spec: Any, teacher: Shapes, student: Shapes) -> list[Any]:
     return [depth_pairs(teacher, student, d) for d in subsets]
 
 
-def model_weight_range(teacher: Shapes, students: list[Shapes]):
-    """``weight_range(loss, pairs) -> (low, high)``: the union of ``weight_range_for`` over ``students`` (and the
-    pair sets the ``pairs`` spec allows); a scale-1 loss, or no student, keeps the loss's ``weight_range``."""
-    from ..losses import LOSSES
+class ModelWeightRange:
+    """``weight_range(loss, pairs) -> (low, high)`` for a teacher and candidate students (probed shapes): the
+    union of ``weight_range_for`` over the students and the pair sets the ``pairs`` spec allows; a scale-1 loss,
+    or no student, keeps the loss's ``weight_range``. Plain data, so a space holding it pickles."""
 
-    def weight_range(loss: str, pairs: Any) -> tuple[float, float]:
+    def __init__(self, teacher: Shapes, students: list[Shapes]) -> None:
+        self.teacher, self.students = teacher, list(students)
+
+    def __call__(self, loss: str, pairs: Any) -> tuple[float, float]:
+        from ..losses import LOSSES
+
         cls = LOSSES.get(loss)
-        if not _shape_aware(loss) or not students:
+        if not _shape_aware(loss) or not self.students:
             return float(cls.weight_range[0]), float(cls.weight_range[1])
-        ranges = [cls.weight_range_for(s, teacher, p) for s in students for p in _pair_sets(pairs, teacher, s)]
+        t = self.teacher
+        ranges = [cls.weight_range_for(s, t, p) for s in self.students for p in _pair_sets(pairs, t, s)]
         return min(r[0] for r in ranges), max(r[1] for r in ranges)
-
-    return weight_range
 
 
 def space_for_models(space: SearchSpace, teacher: Shapes, num_classes: int, input_shape) -> SearchSpace:
@@ -103,7 +107,7 @@ def space_for_models(space: SearchSpace, teacher: Shapes, num_classes: int, inpu
     if not _unweighted_shape_aware(space):
         return space
     students = _student_shapes(space, num_classes, input_shape)
-    return space.with_weight_range(model_weight_range(teacher, students))
+    return space.with_weight_range(ModelWeightRange(teacher, students))
 
 
 def space_for_study(space: SearchSpace, cfg: StudyConfig, data=None) -> SearchSpace:

@@ -3,6 +3,7 @@ explicit ``weight`` and the study fingerprint are untouched."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import optuna
@@ -16,7 +17,7 @@ from autokd.search.run import run_search
 from autokd.search.space import SearchSpace
 from autokd.search.tree import walk
 from autokd.search.validate import study_fingerprint
-from autokd.search.weight_ranges import model_weight_range, space_for_models
+from autokd.search.weight_ranges import ModelWeightRange, space_for_models
 
 ROOT = Path(__file__).resolve().parents[2]
 AT_RANGE = (10.0, 1.0e4)  # at.weight_range: tuned where the pairs compare 32², 16², 8² maps (Σ 1/(H·W) = 21/1024)
@@ -77,7 +78,7 @@ def test_scale_one_losses_and_explicit_weights_are_unchanged():
     assert space_for_models(kd_only, t8, 10, (1, 8, 8)) is kd_only  # no shape-dependent term: nothing is built
     mixed = _space({"pick": {"min": 1, "max": 1}, "from": {"kd": {}, "at": {"weight": {"low": 1.0, "high": 2.0,
                                                                                        "log": True}}}})
-    forced = mixed.with_weight_range(model_weight_range(t8, s8))
+    forced = mixed.with_weight_range(ModelWeightRange(t8, s8))
     assert forced.describe() == mixed.describe()
     from autokd import losses
 
@@ -87,7 +88,8 @@ def test_scale_one_losses_and_explicit_weights_are_unchanged():
     studies = [optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5)) for _ in range(2)]
     for _ in range(20):
         a, b = studies[0].ask(), studies[1].ask()
-        assert mixed.suggest(a) == forced.suggest(b) and a.params == b.params
+        ra, rb = mixed.suggest(a), forced.suggest(b)
+        assert a.params == b.params and ra.model_dump(exclude={"provenance"}) == rb.model_dump(exclude={"provenance"})
         studies[0].tell(a, 0.5)
         studies[1].tell(b, 0.5)
 
@@ -99,6 +101,8 @@ def test_fingerprint_is_the_files_and_still_detects_a_changed_space():
     resolved = space_for_models(sp, t8, 10, (1, 8, 8))
     assert resolved.describe() != sp.describe()
     assert study_fingerprint(cfg, resolved) == study_fingerprint(cfg, sp)  # a resumed study matches
+    again = pickle.loads(pickle.dumps(resolved))  # the resolved space travels to other processes
+    assert again.describe() == resolved.describe()
     other = _space([{"loss": "at", "pairs": "auto", "weight": 5.0}])
     assert study_fingerprint(cfg, other)["space"] != study_fingerprint(cfg, sp)["space"]
 
