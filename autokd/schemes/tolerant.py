@@ -54,6 +54,7 @@ class TolerantGenerations(Scheme):
     student itself as a tolerant patriarch: the recipe's loss (its ``ce_weight`` is the paper's η) +
     ``(1 − η)·TSD``, logged ``tsd``; the generation loss is logged ``generation``.
 
+    No official code is published (the authors' publication page lists none), so this follows the paper.
     Defaults η = 0.6, top_k = 5 (the paper's CIFAR-100 setting; top_k ≤ classes), T = 1, weight 0.5 (λ = 0.5).
     The primary class is the highest-scored one (the v1 abstract calls it the ground truth, which it is on a
     fitted training sample).
