@@ -7,9 +7,11 @@ Prints method, test accuracy mean ± std, gain over CE-only and over plain KD, e
 
 Loss weights follow each paper's/official code's recipe (CE weight, term weight), documented in METHODS below;
 warm-up/curriculum lengths are shortened to fit the short budget. Schemes run plain KD (0.1 CE + 0.9 KD, T=4);
-the teacher-free self-distillation schemes (rocket, sla, self_distill) also run alone (CE weight 1, no term), and
-HSAKD also with its official recipe (CE + its own KLs, no term). Helpers (assistants, generations, the HSAKD
-teacher's branches) are trained once and cached under ``--cache``; their training time is not in the epoch time.
+the teacher-free self-distillation schemes (rocket, sla, self_distill) also run alone (CE weight 1, no term),
+tolerant generations also in the paper's setting (no term: 0.5 CE + 0.5 plain-softmax KL to the previous
+generation), and HSAKD also with its official recipe (CE + its own KLs, no term). Helpers (assistants,
+generations, the HSAKD teacher's branches) are trained once and cached under ``--cache``; their training time
+is not in the epoch time.
 Run only some methods with ``--only``, e.g. the self-distillation / multi-model schemes::
 
     python benchmarks/logit_methods.py --threads 1 --only kd+rocket rocket kd+sla sla ...
@@ -55,7 +57,10 @@ METHODS = [
     Method("kd+hsakd", [KD], ce_weight=0.1, scheme="hsakd", scheme_params=HSAKD),
     Method("kd+tolerant(eta=0.8)", [KD], ce_weight=0.1, scheme="tolerant_generations",
            scheme_params={"eta": 0.8}),
-    # teacher-free (rocket, sla, self_distill) and HSAKD's official recipe: CE + the scheme's own losses
+    # teacher-free (rocket, sla, self_distill, tolerant generations) and HSAKD's official recipe: CE + the
+    # scheme's own losses (tolerant generations: the paper's λ·CE + (1 − λ)·KL at T = 1, λ = 0.5)
+    Method("tolerant_generations", ce_weight=0.5, scheme="tolerant_generations"),
+    Method("tolerant(eta=0.8)", ce_weight=0.5, scheme="tolerant_generations", scheme_params={"eta": 0.8}),
     Method("rocket", scheme="rocket"),
     Method("sla", scheme="sla"),
     Method("sla(aggregated)", scheme="sla", scheme_params={"inference": "aggregated"}),

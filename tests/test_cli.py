@@ -91,6 +91,19 @@ def test_space_show():
     assert res.exit_code == 0 and "terms.0.kd.temperature" in res.output
 
 
+def test_space_show_with_a_study_gives_the_weight_ranges_of_its_models(tmp_path):
+    moonshine = str(ROOT / "search_spaces" / "moonshine.yaml")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: m\ndata: {{name: digits}}\nteacher: {{name: wrn, kwargs: {{depth: 16, widen: 2}}}}\n"
+                     f"space: {moonshine}\n")
+    res = runner.invoke(app, ["space", "show", moonshine], terminal_width=200)
+    assert res.exit_code == 0 and "terms.0.at.weight: float[10, 10000, log]" in res.output
+    res = runner.invoke(app, ["space", "show", moonshine, "--study", str(study)], terminal_width=200)
+    # WRN-16-2 teacher and students on 8×8 digits: stages 8², 8², 4², 2²; auto pairs compare 64, 16 and 4
+    # positions where AT's reference compares 1024, 256 and 64: its range (10, 10^4) / 16
+    assert res.exit_code == 0 and "terms.0.at.weight: float[0.625, 625, log]" in res.output
+
+
 def test_list_losses_compact_with_level_and_verbose_citations():
     res = runner.invoke(app, ["list", "losses", "--level", "feature"], terminal_width=200)
     assert res.exit_code == 0 and "fitnet" in res.output and "Hinton" not in res.output

@@ -87,11 +87,26 @@ def list_(family: Family = typer.Argument(..., help="what to list"),
 
 @space_app.command("show")
 @clean
-def space_show(path: Path = typer.Argument(..., help="search space YAML")) -> None:
+def space_show(path: Path = typer.Argument(..., help="search space YAML"),
+               study: Optional[Path] = typer.Option(None, "--study", help="study YAML: show the default term "
+                                                    "weight ranges for its teacher and data (loads the data)")) -> None:
     """Print a search space's decisions and parameters."""
     from ..search.space import SearchSpace
 
     sp = SearchSpace.load(path)
+    if study is not None:
+        from .. import models
+        from ..api import load_study_config
+        from ..search.weight_ranges import space_for_models
+
+        cfg = load_study_config(study)
+        data = cfg.data.create(cfg.base_dir)
+        teacher = models.shapes(models.from_spec(cfg.teacher, data.num_classes, data.input_shape[0]),
+                                tuple(data.input_shape))
+        sp.check_models(teacher, data.num_classes, data.input_shape)
+        sp = space_for_models(sp, teacher, data.num_classes, data.input_shape)
+        console.print(f"default term weight ranges for the models of {study} (teacher {cfg.teacher.name}, inputs "
+                      f"{'x'.join(map(str, data.input_shape))})", highlight=False, soft_wrap=True, markup=False)
     console.print(sp.describe(), highlight=False, soft_wrap=True, markup=False)
 
 

@@ -50,7 +50,8 @@ class DistillLoss(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset({"logits"})
     hparams: ClassVar[dict[str, HParam]] = {}
     #: The outer weight the paper / reference code uses (for its own setting) and a default search range.
-    #: Use :meth:`default_weight_for` / :meth:`weight_range_for` for a given pair of models.
+    #: Use :meth:`default_weight_for` / :meth:`weight_range_for` for a given pair of models (a study's search
+    #: space does, for terms its file leaves without ``weight``: :mod:`autokd.search.weight_ranges`).
     default_weight: ClassVar[float] = 1.0
     weight_range: ClassVar[tuple[float, float]] = (0.1, 10.0)
     #: the inputs the method works on: ``"any"``, or ``"tokens"`` (text models with a token embedding table)

@@ -225,7 +225,8 @@ class AT(DistillLoss):
     weight is therefore β · (21/1024) / Σ_pairs 1/(H_k·W_k), with H_k×W_k each pair's compared size: exactly
     1000 for CIFAR ResNets/WRNs, ≈ 66 for 8×8 digits. The rule keeps the loss at the reference magnitude; it
     does not adapt to the schedule: on a tiny training set with a short schedule (digits, 224 images, 15
-    epochs) even 32×32 inputs need a smaller β than 1000 (search ``weight_range_for``).
+    epochs) even 32×32 inputs need a smaller β than 1000 (search ``weight_range_for``: a study's space does
+    for an ``at`` term without ``weight``).
     """
 
     name = "at"

@@ -33,13 +33,15 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
     """Run (or resume) the study; write ``best_recipe.yaml``. Returns the ``optuna.Study``.
 
     Everything is validated before anything trains; a study whose teacher, data or space changed since it
-    was created is not resumed unless ``allow_changed``. ``worker`` names this worker when several share the
+    was created is not resumed unless ``allow_changed``. Terms the space leaves without ``weight`` search
+    their loss's weight range for the study's models (:mod:`.weight_ranges`). ``worker`` names this worker when several share the
     study (it seeds the sampler; default ``host:pid``)."""
     from .._version import __version__
     from . import samplers
     from .backends.optuna_backend import enqueue_baselines, make_pruner, make_sampler, run_optuna
     from .backends.storage import open_study, study_lock
     from .validate import check_fingerprint, validate_study
+    from .weight_ranges import space_for_study
 
     multi = samplers.is_multi_objective(cfg.search.sampler)
     space = open_space(cfg)
@@ -48,6 +50,7 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
     study = open_study(cfg, multi_objective=multi, sampler=make_sampler(cfg, space), pruner=make_pruner(cfg, epochs))
     fingerprint = check_fingerprint(study, cfg, space, allow_changed=allow_changed)
     ctx = open_context(cfg, space, log=log, on_epoch=(progress.epoch if progress is not None else None))
+    space = space_for_study(space, cfg, ctx.data)  # default term weight ranges for the study's models
     for key, value in ((tr.StudyKey.AUTOKD_VERSION, __version__), (tr.StudyKey.STUDY_NAME, cfg.name),
                        (tr.StudyKey.SPACE, str(cfg.space)), (tr.StudyKey.DATASET, cfg.data.model_dump(mode="json")),
                        (tr.StudyKey.TEACHER, {k: v for k, v in ctx.teacher_info.items() if k != "config"}),

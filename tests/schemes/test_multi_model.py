@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autokd import Distiller, models, schemes
+from autokd import Distiller, losses, models, schemes
+from autokd.distiller import Step
 from autokd.errors import ConfigError
+from autokd.outputs import Outputs
 from autokd.recipe import Recipe
 from autokd.schemes.dgkd import DGKD, drop_guides, interpolated_assistants
 from autokd.schemes.reskd import ResidualStudent, ResKD, gap_loss
-from autokd.schemes.tolerant import top_score_difference
+from autokd.schemes.tolerant import generation_kl, top_score_difference
 from autokd.train import Trainer
 
 
@@ -25,12 +27,29 @@ def test_top_score_difference_by_hand():
     # sample 0: 3 - mean(2, 1) = 1.5; sample 1: 4 - mean(1, 1) = 3
     assert top_score_difference(z, 3).item() == pytest.approx((1.5 + 3.0) / 2)
     assert top_score_difference(F.log_softmax(z, 1), 3).item() == pytest.approx(2.25, rel=1e-6)  # same on log p
+    # K = 5 of 6 classes, unsorted: top 7, next four 5, 4, 2, -1 (the 6th, -3, is left out): 7 - 10/4 = 4.5
+    assert top_score_difference(torch.tensor([[2.0, -3.0, 7.0, -1.0, 5.0, 4.0]]), 5).item() == pytest.approx(4.5)
     z = torch.tensor([[3.0, 1.0, 2.0, 0.0], [0.0, 4.0, 1.0, 2.0]], requires_grad=True)
     g = torch.autograd.grad(top_score_difference(z, 3), z)[0]  # +1/N on the top score, -1/(N(k-1)) on the next
     assert g.tolist() == [[0.5, -0.25, -0.25, 0.0], [0.0, 0.5, -0.25, -0.25]]
 
 
-def test_tolerant_patriarch_recipe_and_cached_generations(bundle, teacher, make_recipe, tmp_path, monkeypatch):
+def test_generation_kl_by_hand_and_as_the_kd_term_the_generations_train_with():
+    s = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]])
+    p = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    for t in (1.0, 2.0):
+        ps, pp = F.softmax(s / t, 1).double(), F.softmax(p / t, 1).double()
+        by_hand = (pp * (pp.log() - ps.log())).sum(1).mean().item() * t * t  # Σ_c p ln(p/q), batch mean, × T²
+        assert generation_kl(s, p, t).item() == pytest.approx(by_hand, rel=1e-6)
+        kd = losses.create("kd", temperature=t)  # what student generations 1..G-2 train with
+        assert kd(Outputs(logits=s), Outputs(logits=p), None).item() == pytest.approx(by_hand, rel=1e-6)
+    # the paper's T = 1: the plain softmax KL; sample 1 has a uniform predecessor
+    q = F.softmax(torch.tensor([0.5, 0.5, 2.0]), 0)
+    assert generation_kl(s[1:], p[1:]).item() == pytest.approx(-math.log(3) - q.log().mean().item(), rel=1e-6)
+
+
+def test_tolerant_generations_train_a_patriarch_then_students_from_their_predecessor(bundle, make_recipe, tmp_path,
+                                                                                    monkeypatch):
     recipes: list[Recipe] = []
     orig = Trainer.fit
 
@@ -39,21 +58,35 @@ def test_tolerant_patriarch_recipe_and_cached_generations(bundle, teacher, make_
         return orig(self, recipe, **kw)
 
     monkeypatch.setattr(Trainer, "fit", fit)
-    r = make_recipe("tolerant_generations", {"generations": 3, "eta": 0.7, "top_k": 4})
-    first = Trainer(bundle, teacher=teacher, device="cpu", cache_dir=tmp_path).fit(r, measure=False)
+    params = {"generations": 3, "eta": 0.7, "top_k": 4, "weight": 0.4, "temperature": 2.0}
+    r = make_recipe("tolerant_generations", params, terms=False, ce_weight=0.5)  # the paper's setting: no teacher
+    first = Trainer(bundle, device="cpu", cache_dir=tmp_path).fit(r, measure=False)
     patriarch, gen1 = recipes[1], recipes[2]
     assert patriarch.ce_weight == 0.7 and patriarch.terms == [] and patriarch.seed == r.seed + 1
     assert patriarch.scheme.name == "tolerant_generations" and patriarch.scheme.params["generations"] == 1
-    assert gen1.scheme.name == "standard" and gen1.terms == r.terms
+    assert gen1.scheme.name == "standard" and gen1.ce_weight == 0.5 and gen1.seed == r.seed + 2
+    assert [(t.loss, t.weight, t.params) for t in gen1.terms] == [("kd", 0.4, {"temperature": 2.0})]
     assert [e.split(":")[0] for e in first.scheme.events] == ["tolerant_generations-gen0", "tolerant_generations-gen1"]
     assert len(list(tmp_path.glob("tolerant_generations-gen*.pt"))) == 2
-    x, _, idx = next(iter(bundle.loader("train", 16, shuffle=False)))
-    out = first.scheme.teacher_outputs(x, idx, default=lambda: pytest.fail("the real teacher was used"))
+    assert all(h["train_generation"] > 0 for h in first.history)
+    # the trained student's extra loss is 0.4 × the T = 2 KL to generation 1
+    x, y, idx = next(iter(bundle.loader("train", 16, shuffle=False)))
+    z = torch.randn(16, 10)
+    out = first.scheme.extra_losses(x, y, idx, Step({}, Outputs(logits=z)))
     with torch.no_grad():
-        assert torch.allclose(out.logits, first.scheme.generations[1](x), atol=1e-5)
+        assert out["generation"].item() == pytest.approx(0.4 * generation_kl(z, first.scheme.generations[1](x), 2.0).item(),
+                                                         rel=1e-5)
     recipes.clear()
-    second = Trainer(bundle, teacher=teacher, device="cpu", cache_dir=tmp_path).fit(r, measure=False)
+    second = Trainer(bundle, device="cpu", cache_dir=tmp_path).fit(r, measure=False)
     assert len(recipes) == 1 and all("loaded" in e for e in second.scheme.events)
+
+
+def test_tolerant_generations_with_terms_keep_the_study_teacher_for_them(bundle, teacher, make_recipe):
+    # the recipe's KD term distils from the real teacher; the generation KL from the patriarch comes on top
+    res = Trainer(bundle, teacher=teacher, device="cpu").fit(make_recipe("tolerant_generations"), measure=False)
+    h = res.history[-1]
+    assert h["train_kd"] > 0 and h["train_generation"] > 0
+    assert h["train_distill"] == pytest.approx(0.9 * h["train_kd"] + h["train_generation"], rel=1e-5)
 
 
 def test_tolerant_patriarch_mode_adds_the_weighted_top_score_difference(bundle, make_recipe):
@@ -61,15 +94,12 @@ def test_tolerant_patriarch_mode_adds_the_weighted_top_score_difference(bundle, 
         make_recipe("tolerant_generations", {"generations": 1, "eta": 0.6, "top_k": 3}, terms=False, ce_weight=0.6,
                     epochs=2), measure=False)
     for h in res.history:
-        assert h["train_tolerant"] > 0 and h["train_distill"] == pytest.approx(h["train_tolerant"])
-        assert h["train_loss"] == pytest.approx(0.6 * h["train_ce"] + h["train_tolerant"], rel=1e-5)
+        assert h["train_tsd"] > 0 and h["train_distill"] == pytest.approx(h["train_tsd"])
+        assert h["train_loss"] == pytest.approx(0.6 * h["train_ce"] + h["train_tsd"], rel=1e-5)
     scheme, x = res.scheme, torch.randn(4, 1, 8, 8)
-    from autokd.distiller import Step
-    from autokd.outputs import Outputs
-
     z = torch.randn(4, 10)
     out = scheme.extra_losses(x, torch.zeros(4, dtype=torch.long), torch.arange(4), Step({}, Outputs(logits=z)))
-    assert out["tolerant"].item() == pytest.approx(0.4 * top_score_difference(z, 3).item())
+    assert out["tsd"].item() == pytest.approx(0.4 * top_score_difference(z, 3).item())
     with pytest.raises(ConfigError, match="top_k must be <= the number of classes"):
         Trainer(bundle, device="cpu").fit(make_recipe("tolerant_generations", {"generations": 1, "top_k": 11},
                                                       terms=False))

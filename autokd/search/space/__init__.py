@@ -31,7 +31,8 @@ Every value below may be a fixed value, a list of choices (``[a, b]`` or ``{choi
 
 Per-term options: ``params`` (ranges overriding the loss's defaults), ``fixed_params: true`` (unmentioned
 hyper-parameters stay at their defaults instead of being searched), ``weight`` (default: the loss's
-``weight_range``, log scale), ``pairs`` (feature losses: ``auto``, ``[[t, s], ...]`` or
+``weight_range``, log scale; a study rescales it for its models where the loss's magnitude depends on their
+shapes, see :mod:`autokd.search.weight_ranges`), ``pairs`` (feature losses: ``auto``, ``[[t, s], ...]`` or
 ``{search: {depths: [...], max: k}}`` — relative depths in (0, 1], mapped onto any teacher/student pair).
 Parameter names and their order are listed in :mod:`.compile`.
 """

@@ -2,8 +2,11 @@
 
 What the file leaves open is filled from the registries here: a loss's hyper-parameters not given are
 searched over their default ranges (or fixed at their defaults with ``fixed_params: true``), a term's
-weight defaults to the loss's ``weight_range`` (log scale), and a scheme given as ``default`` searches its
-declared ranges. Every decision carries where its value goes in a recipe (:class:`~autokd.search.tree.Into`).
+weight defaults to the loss's ``weight_range`` (log scale) — or, when the caller knows the study's models,
+to the range its ``weight_range`` callback gives (:mod:`autokd.search.weight_ranges`: the loss's
+``weight_range_for`` those models) — and a scheme given as ``default`` searches its declared ranges. An
+explicit ``weight`` in the file always wins. Every decision carries where its value goes in a recipe
+(:class:`~autokd.search.tree.Into`).
 
 Decision order and parameter names (stable, so studies resume and samplers learn across trials)::
 
@@ -25,6 +28,7 @@ Decision order and parameter names (stable, so studies resume and samplers learn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +37,14 @@ from ..tree import Decision, Into, Shared
 from .schema import PairSearchSpec, SpaceFile, StudentEntry, TermChoice, TermPickSpec
 from .values import default_param
 
-__all__ = ["compile_tree", "DEFAULT_WEIGHT_RANGE"]
+__all__ = ["compile_tree", "DEFAULT_WEIGHT_RANGE", "WeightRangeOf"]
 
 #: The weight range of a loss that declares no ``weight_range``.
 DEFAULT_WEIGHT_RANGE = (0.1, 10.0)
+
+#: ``weight_range(loss, pairs) -> (low, high)``: a term's default weight range for the term choice's loss name
+#: and its ``pairs`` spec as the file gives it (``None``, ``"auto"``, a list or a ``PairSearchSpec``).
+WeightRangeOf = Callable[[str, Any], tuple[float, float]]
 
 
 def _one_of(values: tuple[Any, ...]) -> Param:
@@ -53,7 +61,7 @@ class _Option:
     pairs: Any
 
 
-def _option(c: TermChoice) -> _Option:
+def _option(c: TermChoice, weight_range: WeightRangeOf | None) -> _Option:
     from ...losses import LOSSES
 
     cls = LOSSES.get(c.loss)
@@ -65,7 +73,10 @@ def _option(c: TermChoice) -> _Option:
             params[k] = Fixed(h.default) if c.fixed_params else default_param(h)
     weight = c.weight
     if weight is None:
-        low, high = getattr(cls, "weight_range", DEFAULT_WEIGHT_RANGE)
+        if weight_range is not None:
+            low, high = weight_range(c.loss, c.pairs)
+        else:
+            low, high = getattr(cls, "weight_range", DEFAULT_WEIGHT_RANGE)
         weight = Range(float(low), float(high), log=True) if low < high else Fixed(float(low))
     return _Option(c.loss, params, weight, c.pairs)
 
@@ -100,10 +111,10 @@ def _term(term: int, options: list[_Option], shared_temperature: bool) -> Decisi
                     into=Into(("terms", term, "loss")))
 
 
-def _terms(f: SpaceFile) -> list[Decision]:
+def _terms(f: SpaceFile, weight_range: WeightRangeOf | None) -> list[Decision]:
     shared = f.temperature is not None
     if isinstance(f.terms, TermPickSpec):
-        options = [_option(c) for c in f.terms.choices()]
+        options = [_option(c, weight_range) for c in f.terms.choices()]
         lo, hi = f.terms.pick.bounds
         if lo == hi:
             return [_term(i, options, shared) for i in range(hi)]
@@ -111,7 +122,7 @@ def _terms(f: SpaceFile) -> list[Decision]:
             k: [_term(i, options, shared) for i in range(k)] for k in range(lo, hi + 1)})]
     out = []
     for i, slot in enumerate(f.terms):
-        d = _term(i, [_option(c) for c in slot.choices()], shared)
+        d = _term(i, [_option(c, weight_range) for c in slot.choices()], shared)
         if slot.optional:
             d = Decision(f"terms.{i}.use", Choice((True, False)), children={True: [d], False: []})
         out.append(d)
@@ -137,12 +148,14 @@ def _scheme(schemes: dict[str, Any]) -> Decision:
     return Decision("scheme", _one_of(tuple(schemes)), children=children, into=Into(("scheme", "name")))
 
 
-def compile_tree(f: SpaceFile) -> list[Decision]:
-    """The ordered decisions of a validated space (conditional ones under their parent's choice)."""
+def compile_tree(f: SpaceFile, weight_range: WeightRangeOf | None = None) -> list[Decision]:
+    """The ordered decisions of a validated space (conditional ones under their parent's choice).
+    ``weight_range`` gives the default weight range of a term the file leaves without ``weight`` (default:
+    the loss's ``weight_range``)."""
     tree = [_student(f.student), Decision("ce_weight", f.ce_weight, into=Into(("ce_weight",)))]
     if f.temperature is not None:
         tree.append(Decision("temperature", f.temperature))
-    tree += _terms(f)
+    tree += _terms(f, weight_range)
     tree.append(_scheme(f.scheme))
     tree += [Decision(f"optim.{k}", p, into=Into(("optim", k))) for k, p in f.optim_params().items()]
     return tree

@@ -190,7 +190,7 @@ class TermChoice:
 
 class TermSettings(FileModel):
     weight: Optional[Value] = Field(None, description="the term's weight (default: the loss's weight_range, "
-                                                      "log scale)")
+                                                      "log scale, rescaled for the study's models)")
     params: Params = Field(None, description="hyper-parameter values overriding the loss's default search "
                                              "ranges, or `default`")
     pairs: Optional[Pairs] = Field(None, description="feature losses: auto, [[teacher_stage, student_stage], "

@@ -14,7 +14,7 @@ from ...files import format_validation_error, load_yaml
 from ...recipe import OptimSpec, Recipe, StudentSpec, TermSpec
 from ..params import Fixed, Param
 from ..tree import Decision, count_configurations, render_tree, walk
-from .compile import compile_tree
+from .compile import WeightRangeOf, compile_tree
 from .schema import SpaceFile, StudentEntry
 from .suggest import recipe_from_params, suggest_params
 
@@ -22,13 +22,23 @@ __all__ = ["SearchSpace"]
 
 
 class SearchSpace:
-    """A compiled search space. Build it with :meth:`load` or :meth:`from_dict`."""
+    """A compiled search space. Build it with :meth:`load` or :meth:`from_dict`; :meth:`with_weight_range`
+    gives the same space with the default term weight ranges of a study's models
+    (:func:`autokd.search.weight_ranges.space_for_models`)."""
 
-    def __init__(self, file: SpaceFile, source: str = "<space>", raw: dict[str, Any] | None = None) -> None:
+    def __init__(self, file: SpaceFile, source: str = "<space>", raw: dict[str, Any] | None = None,
+                 weight_range: WeightRangeOf | None = None) -> None:
         self.file = file
         self.source = source
         self.raw = dict(raw or {})
-        self._tree = compile_tree(file)
+        self.weight_range = weight_range
+        self._tree = compile_tree(file, weight_range)
+
+    def with_weight_range(self, weight_range: WeightRangeOf | None) -> SearchSpace:
+        """This space recompiled with ``weight_range(loss, pairs) -> (low, high)`` as the default weight range
+        of every term the file leaves without ``weight`` (``None``: the losses' own ``weight_range``). The file
+        and its raw content, hence the study fingerprint, are unchanged."""
+        return SearchSpace(self.file, source=self.source, raw=self.raw, weight_range=weight_range)
 
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
