@@ -175,14 +175,22 @@ class MCTSSampler(TreeSamplerBase):
         total = sum(n for n, _ in nw)
         return [uct_score(w / n if n else 0.0, n, total, self.c) for n, w in nw]
 
-    def _order(self, node: TreePath, name: str, choice: Any) -> int:
-        h = hashlib.blake2b(repr((self._salt, node, branch_key(name, choice))).encode(), digest_size=8)
+    def _order(self, node: TreePath, name: str, choice: Any, prefix: Any = None) -> int:
+        """The seeded hash ranking ``choice`` among tied children: blake2b of ``repr((salt, node, branch))``.
+        ``prefix``: the hash already fed ``"(salt, node, "``, for a caller ranking several choices."""
+        if prefix is None:
+            prefix = hashlib.blake2b(f"({self._salt!r}, {node!r}, ".encode(), digest_size=8)
+        h = prefix.copy()
+        h.update((repr(branch_key(name, choice)) + ")").encode())
         return int.from_bytes(h.digest(), "big")
 
     def _argmax(self, node: TreePath, name: str, choices: Sequence[Any], scores: Sequence[float]) -> Any:
         best = max(scores)
         tied = [ch for ch, s in zip(choices, scores, strict=True) if s == best]
-        return min(tied, key=lambda ch: self._order(node, name, ch))
+        if len(tied) == 1:
+            return tied[0]
+        prefix = hashlib.blake2b(f"({self._salt!r}, {node!r}, ".encode(), digest_size=8)
+        return min(tied, key=lambda ch: self._order(node, name, ch, prefix))
 
     # ---- inspection -----------------------------------------------------------------------------
     def tree_stats(self, study: Study) -> dict[tuple[tuple[str, Any], ...], dict[tuple[str, Any], tuple[int, float]]]:

@@ -3,6 +3,7 @@ observations (Bergstra et al., "Algorithms for Hyper-Parameter Optimization", Ne
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -27,7 +28,7 @@ def _bandwidth(pts: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     m = float(sw ** 2 / (w * w).sum())
     mean = float((pts * w).sum() / sw)
     sigma = math.sqrt(float(((pts - mean) ** 2 * w).sum() / sw)) if len(pts) > 1 else 0.5
-    return float(np.clip(1.06 * sigma * m ** -0.2, 1.0 / min(100.0, 1.0 + m), 0.5)), m
+    return float(min(max(1.06 * sigma * m ** -0.2, 1.0 / min(100.0, 1.0 + m)), 0.5)), m  # np.clip's order
 
 
 def _logpdf(x: np.ndarray, pts: np.ndarray, w: np.ndarray, bandwidth: tuple[float, float] | None = None
@@ -67,19 +68,22 @@ def parzen_pick(xs: np.ndarray, qs: np.ndarray, ws: np.ndarray, rng: np.random.R
 
     h, m = bandwidth = _bandwidth(*good)
     p = good[1] / good[1].sum()
-    cdf = p.cumsum()  # a window drawn as rng.choice(len(p), p=p) draws it (same variate, same index)
+    cdf = p.cumsum()  # a window drawn as rng.choice(len(p), p=p) draws it: the same variate, the same index
     cdf /= cdf[-1]
-    cands = np.empty(n_candidates)
-    for i in range(n_candidates):
-        if rng.uniform() < 1.0 / (m + 1.0):
-            cands[i] = rng.uniform()
+    cdf_list, good_x, prior = cdf.tolist(), good[0].tolist(), 1.0 / (m + 1.0)
+    # rng.uniform() is 0.0 + 1.0 * rng.random_sample(): the same value; random_sample has less call overhead
+    picks: list[float] = []
+    for _ in range(n_candidates):
+        if rng.random_sample() < prior:
+            picks.append(rng.random_sample())
             continue
-        mu = good[0][int(cdf.searchsorted(rng.random_sample(), side="right"))]
+        mu = good_x[bisect.bisect_right(cdf_list, rng.random_sample())]
         x = mu
         for _ in range(20):
             x = rng.normal(mu, h)
             if 0.0 <= x <= 1.0:
                 break
-        cands[i] = min(1.0, max(0.0, x))
+        picks.append(min(1.0, max(0.0, x)))
+    cands = np.array(picks, dtype=float)
     score = _logpdf(cands, *good, bandwidth) - _logpdf(cands, *bad)
     return float(cands[int(np.argmax(score))])

@@ -77,7 +77,7 @@ class Leaf:
         self.u = np.empty(16)
         self.q = np.empty(16)
         self.depth = np.empty(16, dtype=np.int64)  # the length of the node each value was suggested at
-        self.nodes = np.full((16, 1), -1, dtype=np.int64)  # that node's branch ids, padded with -1
+        self.nodes = np.full((16, 1), -1, dtype=np.int32)  # that node's branch ids, padded with -1
         self.version = version
 
     def add(self, r: Record, node_ids: list[int], version: int) -> None:
@@ -91,7 +91,7 @@ class Leaf:
             self.u, self.q, self.depth = (np.resize(a, 2 * n) for a in (self.u, self.q, self.depth))
             self.nodes = np.vstack([self.nodes, np.full_like(self.nodes, -1)])
         if len(node_ids) + 1 > self.nodes.shape[1]:
-            wider = np.full((len(self.nodes), len(node_ids) + 1), -1, dtype=np.int64)
+            wider = np.full((len(self.nodes), len(node_ids) + 1), -1, dtype=np.int32)
             wider[:, : self.nodes.shape[1]] = self.nodes
             self.nodes = wider
         pos = bisect.bisect_left(self.numbers, r.number)
@@ -123,7 +123,7 @@ def sample_leaf(leaf: Leaf, node_ids: list[int], version: int, rng: np.random.Ra
     if n < max(2, n_startup):
         return uniform(leaf.dist, rng)
     width = leaf.nodes.shape[1]
-    here = np.full(width, -2, dtype=np.int64)  # -2: beyond the current node (differs from ids and padding)
+    here = np.full(width, -2, dtype=np.int32)  # -2: beyond the current node (differs from ids and padding)
     m = min(len(node_ids), width)
     here[:m] = node_ids[:m]
     shared = (leaf.nodes[:n] != here).argmax(axis=1)  # every row ends in -1 padding: a mismatch exists
