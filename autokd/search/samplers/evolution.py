@@ -55,7 +55,7 @@ class EvolutionSampler(TreeSamplerBase):
     **Generations.** Until ``population_size`` searched trials have finished (or while no trial has
     completed) trials are sampled uniformly at random (log-uniform on log ranges). After that each new
     trial is a child: the *population* is the ``population_size`` best completed trials (elitist,
-    rebuilt from the storage every trial, so workers and resumed studies share it); two parents are
+    brought up to date from the storage before every trial, so workers and resumed studies share it); two parents are
     drawn by tournaments (``tournament_size`` distinct members at random, the best wins), and recorded
     in the trial's system attribute ``"evolution:parents"``.
 
@@ -95,6 +95,8 @@ class EvolutionSampler(TreeSamplerBase):
         seed: seed of the random state.
     """
 
+    _ledger_type = _Ranking
+
     def __init__(self, *, population_size: int = 16, tournament_size: int = 3, mutation_prob: float = 0.1,
                  crossover_prob: float = 0.9, space: SearchSpace | str | Path | None = None,
                  tree: Sequence[Decision] | None = None, seed: int | None = None) -> None:
@@ -111,7 +113,6 @@ class EvolutionSampler(TreeSamplerBase):
         self.tournament_size = tournament_size
         self.mutation_prob = float(mutation_prob)
         self.crossover_prob = float(crossover_prob)
-        self._cache: _Ranking | None = None
         self._plan: tuple[int, tuple[int, int] | None, bool] | None = None  # (trial, parents, crossover)
 
     # ---- sampling -------------------------------------------------------------------------------
@@ -142,16 +143,10 @@ class EvolutionSampler(TreeSamplerBase):
         return value
 
     # ---- internals ------------------------------------------------------------------------------
-    def _ledger(self, study: Study) -> _Ranking:
-        led = self._cache
-        if led is None or not led.matches(study):
-            led = self._cache = _Ranking(study, self._info, self._maximize(study))
-        led.update(study)
-        return led
-
     def _sync(self, study: Study) -> list[Record]:
         """The records of the study's finished searched trials, by trial number, up to date."""
-        return self._ledger(study).records
+        with self._lock:
+            return list(self._ledger(study).records)
 
     def population(self, records: Sequence[Record], maximize: bool) -> list[Record]:
         """The ``population_size`` best completed trials (pruned, diverged and failed ones excluded), ties

@@ -98,6 +98,8 @@ class MCTSSampler(TreeSamplerBase):
         seed: seed of the random state and of the expansion order.
     """
 
+    _ledger_type = TreeLedger
+
     def __init__(self, *, space: SearchSpace | str | Path | None = None, tree: Sequence[Decision] | None = None,
                  c: float = 0.3, n_startup_leaf: int = 4, gamma: float = 0.15, n_ei_candidates: int = 24,
                  leaf_decay: float = 0.5, virtual_loss: bool = True, seed: int | None = None) -> None:
@@ -120,14 +122,14 @@ class MCTSSampler(TreeSamplerBase):
         self.leaf_decay = float(leaf_decay)
         self.virtual_loss = bool(virtual_loss)
         self._salt = int(seed) if seed is not None else secrets.randbits(63)
-        self._cache: TreeLedger | None = None
+
 
     # ---- sampling -------------------------------------------------------------------------------
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._sync(study)
+        self._ledger(study)
 
     def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
-        led = self._sync(study)
+        led = self._ledger(study)
         node, _ = self._info.path(trial.params, trial.distributions)
         if self._info.is_branching(param_name, dist):
             choices = self._info.choices(param_name, dist)
@@ -141,13 +143,6 @@ class MCTSSampler(TreeSamplerBase):
         return uniform(dist, self._rng)
 
     # ---- statistics -----------------------------------------------------------------------------
-    def _sync(self, study: Study) -> TreeLedger:
-        led = self._cache
-        if led is None or not led.matches(study):
-            led = self._cache = TreeLedger(study, self._info, self._maximize(study))
-        led.update(study)
-        return led
-
     def _pending(self, running: Sequence[FrozenTrial], current: int) -> dict[TreePath, dict[BranchKey, int]]:
         out: dict[TreePath, dict[BranchKey, int]] = {}
         if not self.virtual_loss:
@@ -197,30 +192,32 @@ class MCTSSampler(TreeSamplerBase):
         """``{node: {(name, value): (visits, summed normalised value)}}`` of the finished trials, nodes and
         children as ``(name, value)`` tuples. With a declared tree, unvisited choices of each decision
         seen at a node are listed with ``(0, 0.0)``."""
-        led = self._sync(study)
-        out: dict[tuple[tuple[str, Any], ...], dict[tuple[str, Any], tuple[int, float]]] = {}
-        for node, kids in led.edges.items():
-            row = {(k[0], k[2]): (e.n, e.w(led.version)) for k, e in kids.items()}
-            if self._info.tree is not None:
-                for name in {k[0] for k in kids}:
-                    d = self._info.declared.get(name)
-                    if d is not None:
-                        for ch in (d.choices or list(d.children)):
-                            row.setdefault((name, ch), (0, 0.0))
-            out[public_path(node)] = row
-        return out
+        with self._lock:
+            led = self._ledger(study)
+            out: dict[tuple[tuple[str, Any], ...], dict[tuple[str, Any], tuple[int, float]]] = {}
+            for node, kids in led.edges.items():
+                row = {(k[0], k[2]): (e.n, e.w(led.version)) for k, e in kids.items()}
+                if self._info.tree is not None:
+                    for name in {k[0] for k in kids}:
+                        d = self._info.declared.get(name)
+                        if d is not None:
+                            for ch in (d.choices or list(d.children)):
+                                row.setdefault((name, ch), (0, 0.0))
+                out[public_path(node)] = row
+            return out
 
     def uct_scores(self, study: Study, name: str, node: Sequence[tuple[str, Any]] = (),
                    choices: Sequence[Any] | None = None) -> dict[Any, float]:
         """The UCT score of each choice of decision ``name`` at ``node`` (``inf`` when unvisited), as the
         next trial would see them. ``choices`` default to the declared ones, else the observed ones."""
-        led = self._sync(study)
-        path = tuple(branch_key(n, v) for n, v in node)
-        if choices is None:
-            d = self._info.declared.get(name)
-            if d is not None:
-                choices = list(d.choices or d.children)
-            else:
-                choices = [k[2] for k in led.edges.get(path, {}) if k[0] == name]
-        scores = self._scores(led, self._pending(led.running, -1), path, name, list(choices))
-        return dict(zip(choices, scores, strict=True))
+        with self._lock:
+            led = self._ledger(study)
+            path = tuple(branch_key(n, v) for n, v in node)
+            if choices is None:
+                d = self._info.declared.get(name)
+                if d is not None:
+                    choices = list(d.choices or d.children)
+                else:
+                    choices = [k[2] for k in led.edges.get(path, {}) if k[0] == name]
+            scores = self._scores(led, self._pending(led.running, -1), path, name, list(choices))
+            return dict(zip(choices, scores, strict=True))

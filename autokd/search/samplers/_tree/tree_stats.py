@@ -50,8 +50,7 @@ class Edge:
     def add(self, r: Record, version: int) -> None:
         if not self.records or r.number > self.records[-1].number:
             self.records.append(r)
-            if self._version == version:
-                self._w += r.q
+            self._w += r.q  # the in-order sum, one term longer (if W is stale, it is summed anew anyway)
         else:
             bisect.insort(self.records, r, key=lambda x: x.number)
             self._version = -1
@@ -74,9 +73,9 @@ class Leaf:
         self.n = 0
         self.numbers: list[int] = []
         self.records: list[Record] = []
-        self.u = np.empty(16)
-        self.q = np.empty(16)
-        self.depth = np.empty(16, dtype=np.int64)  # the length of the node each value was suggested at
+        self.u = np.zeros(16)
+        self.q = np.zeros(16)
+        self.depth = np.zeros(16, dtype=np.int64)  # the length of the node each value was suggested at
         self.nodes = np.full((16, 1), -1, dtype=np.int32)  # that node's branch ids, padded with -1
         self.version = version
 
