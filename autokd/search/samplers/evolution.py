@@ -55,9 +55,9 @@ class EvolutionSampler(TreeSamplerBase):
     **Generations.** Until ``population_size`` searched trials have finished (or while no trial has
     completed) trials are sampled uniformly at random (log-uniform on log ranges). After that each new
     trial is a child: the *population* is the ``population_size`` best completed trials (elitist,
-    brought up to date from the storage before every trial, so workers and resumed studies share it); two parents are
-    drawn by tournaments (``tournament_size`` distinct members at random, the best wins), and recorded
-    in the trial's system attribute ``"evolution:parents"``.
+    brought up to date from the storage before every trial, so workers and resumed studies share it);
+    two parents are drawn by tournaments (``tournament_size`` distinct members at random, the best
+    wins), and recorded in the trial's system attribute ``"evolution:parents"``.
 
     **Crossover** (probability ``crossover_prob``, otherwise the child copies parent 1): uniform over
     the decision tree, decided as the objective suggests each parameter: the child takes the value of
