@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ..tree import Decision
 from ._tree.base import TreeSamplerBase
 from ._tree.distributions import contains, uniform
-from ._tree.records import Record, build_records, fetch, snapshot_key
+from ._tree.ledger import Ledger
+from ._tree.records import Record, TreeInfo
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -25,15 +27,37 @@ __all__ = ["EvolutionSampler", "PARENTS_ATTR"]
 PARENTS_ATTR = "evolution:parents"  # trial system attribute: the numbers of the trial's two parents
 
 
+def _completed(r: Record) -> bool:
+    return r.state == TrialState.COMPLETE and r.value is not None and math.isfinite(r.value)
+
+
+class _Ranking(Ledger):
+    """A :class:`._tree.ledger.Ledger` that also keeps the completed records (finite values) ranked best
+    first, ties by trial number, as each is absorbed: the population is its head."""
+
+    def __init__(self, study: Study, info: TreeInfo, maximize: bool) -> None:
+        super().__init__(study, info, maximize)
+        self.ranked: list[Record] = []
+        self._keys: list[tuple[float, int]] = []
+
+    def _added(self, r: Record) -> None:
+        if _completed(r):
+            assert r.value is not None
+            key = (-self.sign * r.value, r.number)
+            pos = bisect.bisect_left(self._keys, key)
+            self._keys.insert(pos, key)
+            self.ranked.insert(pos, r)
+
+
 class EvolutionSampler(TreeSamplerBase):
     """Tournament-selection evolution over the decision tree of a define-by-run objective (KD-Zero).
 
     **Generations.** Until ``population_size`` searched trials have finished (or while no trial has
     completed) trials are sampled uniformly at random (log-uniform on log ranges). After that each new
     trial is a child: the *population* is the ``population_size`` best completed trials (elitist,
-    rebuilt from the storage every trial, so workers and resumed studies share it); two parents are
-    drawn by tournaments (``tournament_size`` distinct members at random, the best wins), and recorded
-    in the trial's system attribute ``"evolution:parents"``.
+    brought up to date from the storage before every trial, so workers and resumed studies share it);
+    two parents are drawn by tournaments (``tournament_size`` distinct members at random, the best
+    wins), and recorded in the trial's system attribute ``"evolution:parents"``.
 
     **Crossover** (probability ``crossover_prob``, otherwise the child copies parent 1): uniform over
     the decision tree, decided as the objective suggests each parameter: the child takes the value of
@@ -52,8 +76,12 @@ class EvolutionSampler(TreeSamplerBase):
     Param-less trials (autokd's baselines) are ignored. Multi-objective studies are refused with ``ValueError``
     by ``before_trial``, ``sample_relative`` and ``sample_independent`` (Optuna's single-objective contract).
 
-    Seeded and deterministic; picklable (the storage cache is dropped on pickling; the random state and
-    the parents of an in-flight trial are kept, and also read back from the trial's system attributes).
+    **State.** Each sampler call reads the study's storage, so trials of other workers sharing it count at
+    once, and absorbs only the trials finished since its last look (:mod:`._tree.ledger`): the records by
+    trial number and the completed ones ranked, from which the population is read without re-scanning
+    every trial. Seeded and deterministic; picklable (the ledger is dropped on pickling and rebuilt from the
+    storage; the random state and the parents of an in-flight trial are kept, and also read back from the
+    trial's system attributes).
 
     Args:
         population_size: the number of best completed trials forming the population (>= 2); also the
@@ -66,6 +94,8 @@ class EvolutionSampler(TreeSamplerBase):
         tree: a declared decision tree (``SearchSpace.tree()``), instead of ``space``.
         seed: seed of the random state.
     """
+
+    _ledger_type = _Ranking
 
     def __init__(self, *, population_size: int = 16, tournament_size: int = 3, mutation_prob: float = 0.1,
                  crossover_prob: float = 0.9, space: SearchSpace | str | Path | None = None,
@@ -83,13 +113,12 @@ class EvolutionSampler(TreeSamplerBase):
         self.tournament_size = tournament_size
         self.mutation_prob = float(mutation_prob)
         self.crossover_prob = float(crossover_prob)
-        self._cache: tuple[tuple, list[Record]] | None = None
         self._plan: tuple[int, tuple[int, int] | None, bool] | None = None  # (trial, parents, crossover)
 
     # ---- sampling -------------------------------------------------------------------------------
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        records = self._sync(study)
-        parents = self._select_parents(records, maximize=self._maximize(study))
+        led = self._ledger(study)
+        parents = self._select_parents(led)
         crossover = parents is not None and bool(self._rng.uniform() < self.crossover_prob)
         if parents is not None and not crossover:
             parents = (parents[0], parents[0])
@@ -98,11 +127,10 @@ class EvolutionSampler(TreeSamplerBase):
             study._storage.set_trial_system_attr(trial._trial_id, PARENTS_ATTR, list(parents))
 
     def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
-        records = self._sync(study)
+        by_number = self._ledger(study).by_number
         parents = self._parents_of(trial)
         if parents is None:
             return uniform(dist, self._rng)
-        by_number = {r.number: r for r in records}
         pool = [by_number[n] for n in dict.fromkeys(parents) if n in by_number]
         reach = [r for r in pool if param_name in r.params and contains(dist, r.params[param_name])]
         if reach:
@@ -116,24 +144,21 @@ class EvolutionSampler(TreeSamplerBase):
 
     # ---- internals ------------------------------------------------------------------------------
     def _sync(self, study: Study) -> list[Record]:
-        finished, _ = fetch(study)
-        key = snapshot_key(study, finished)
-        if self._cache is None or self._cache[0] != key:
-            records, _, _ = build_records(finished, self._maximize(study), self._info)
-            self._cache = (key, records)
-        return self._cache[1]
+        """The records of the study's finished searched trials, by trial number, up to date."""
+        with self._lock:
+            return list(self._ledger(study).records)
 
     def population(self, records: Sequence[Record], maximize: bool) -> list[Record]:
-        """The ``population_size`` best completed trials (pruned, diverged and failed ones excluded)."""
-        ok = [r for r in records if r.state == TrialState.COMPLETE and r.value is not None
-              and math.isfinite(r.value)]
+        """The ``population_size`` best completed trials (pruned, diverged and failed ones excluded), ties
+        by trial number, computed from ``records`` (sampling reads the same from the ledger's ranking)."""
+        ok = [r for r in records if _completed(r)]
         sign = -1.0 if maximize else 1.0
         ok.sort(key=lambda r: (sign * r.value, r.number))
         return ok[: self.population_size]
 
-    def _select_parents(self, records: Sequence[Record], maximize: bool) -> tuple[int, int] | None:
-        pop = self.population(records, maximize)
-        if len(records) < self.population_size or not pop:
+    def _select_parents(self, led: _Ranking) -> tuple[int, int] | None:
+        pop = led.ranked[: self.population_size]
+        if len(led.records) < self.population_size or not pop:
             return None
         k = min(self.tournament_size, len(pop))
 

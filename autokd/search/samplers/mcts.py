@@ -9,30 +9,17 @@ import hashlib
 import math
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial
 
 from ..tree import Decision
 from ._tree.base import TreeSamplerBase
-from ._tree.distributions import from_unit, to_unit, uniform
-from ._tree.parzen import parzen_pick
-from ._tree.records import (
-    BranchKey,
-    PathMemo,
-    Record,
-    TreePath,
-    branch_key,
-    build_records,
-    fetch,
-    is_searched,
-    public_path,
-    snapshot_key,
-)
+from ._tree.distributions import uniform
+from ._tree.records import BranchKey, TreePath, branch_key, is_searched, public_path
+from ._tree.tree_stats import TreeLedger, sample_leaf
 
 if TYPE_CHECKING:
     from optuna.study import Study
@@ -47,75 +34,6 @@ def uct_score(mean: float, n_child: int, n_parent: int, c: float) -> float:
     if n_child <= 0:
         return math.inf
     return mean + c * math.sqrt(math.log(max(n_parent, 1)) / n_child)
-
-
-@dataclass
-class _Snapshot:
-    """Everything learnt from a study's finished trials (rebuilt when their count changes)."""
-
-    key: tuple
-    records: list[Record]
-    edges: dict[TreePath, dict[BranchKey, list[float]]] = field(default_factory=dict)  # node -> child -> [N, W]
-    low: float | None = None
-    high: float | None = None
-
-
-def _shared(a: TreePath, b: TreePath) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-#: (param name, distribution) -> trial number -> (its params, its value on [0, 1] or None)
-UnitMemo = dict[tuple[str, BaseDistribution], dict[int, tuple[dict[str, Any], float | None]]]
-
-
-def _unit(r: Record, name: str, dist: FloatDistribution | IntDistribution, memo: dict | None) -> float | None:
-    """``to_unit(dist, r.params[name])``, from ``memo`` when it holds this trial's very parameters."""
-    if memo is not None:
-        hit = memo.get(r.number)
-        if hit is not None and (hit[0] is r.params or hit[0] == r.params):
-            return hit[1]
-    u = to_unit(dist, r.params[name])
-    if memo is not None:
-        memo[r.number] = (r.params, u)
-    return u
-
-
-def sample_numeric(records: Sequence[Record], node: TreePath, name: str, dist: FloatDistribution | IntDistribution,
-                   rng: np.random.RandomState, *, n_startup: int, gamma: float, n_candidates: int,
-                   decay: float, memo: UnitMemo | None = None) -> Any:
-    """Sample a numeric leaf from the trials that suggested it, each weighted by how much of its path
-    it shares with ``node``: ``decay ** d``, with ``d`` the tree distance between the node where the
-    trial suggested the parameter and ``node`` (1 at the same node; ``decay=0``: that node only, backing
-    off to the nearest nodes with observations). Uniform until ``n_startup`` trials suggested it.
-    ``memo`` spares converting the values of trials seen before; distances are computed once per node."""
-    units = None if memo is None else memo.setdefault((name, dist), {})
-    distance: dict[TreePath, int] = {}
-    obs: list[tuple[int, float, float]] = []
-    for r in records:
-        if name in r.params and not isinstance(r.dists.get(name), CategoricalDistribution):
-            u = _unit(r, name, dist, units)
-            if u is not None:
-                p = r.node_of[name]
-                d = distance.get(p)
-                if d is None:
-                    d = distance[p] = len(node) + len(p) - 2 * _shared(p, node)
-                obs.append((d, u, r.q))
-    if len(obs) < max(2, n_startup):
-        return uniform(dist, rng)
-    nearest = min(d for d, _, _ in obs)
-    ws = np.array([decay ** (d - nearest) if decay > 0 else float(d == nearest) for d, _, _ in obs])
-    keep = ws > 1e-12
-    xs = np.array([u for _, u, _ in obs])[keep]
-    qs = np.array([q for _, _, q in obs])[keep]
-    ws = ws[keep]
-    if len(xs) < 2:
-        return uniform(dist, rng)
-    return from_unit(dist, parzen_pick(xs, qs, ws, rng, gamma, n_candidates))
 
 
 class MCTSSampler(TreeSamplerBase):
@@ -156,10 +74,15 @@ class MCTSSampler(TreeSamplerBase):
     ignored. Multi-objective studies are refused with ``ValueError`` by ``before_trial``, ``sample_relative``
     and ``sample_independent``, as Optuna's contract for single-objective samplers requires.
 
-    **State.** Statistics are rebuilt from the study's storage (``study.get_trials``) at
-    ``before_trial`` and each ``sample_*`` call, cached by the number of finished trials, so several
-    workers sharing one study, or a sampler resumed on a stored study, see the same tree. The sampler
-    pickles (the cache is dropped; the random state is kept) and is deterministic for a given ``seed``.
+    **State.** At ``before_trial`` and each ``sample_*`` call the sampler reads the study's storage
+    (``study.get_trials``), so trials finished by other workers sharing the study count at once, and
+    absorbs the trials finished since its last look into incremental statistics (a
+    :class:`._tree.tree_stats.TreeLedger`: the records of :mod:`._tree.ledger`, each edge's visits and
+    value, each numeric parameter's observations), each trial exactly once even when it finishes out of
+    order. They equal what a computation from scratch over all finished trials gives, so a sampler resumed
+    on a stored study, or another worker, sees the same tree. The sampler pickles (the statistics are
+    dropped and rebuilt from the storage; the random state is kept) and is deterministic for a given
+    ``seed``.
 
     Args:
         space: an autokd ``SearchSpace`` (or a path to a space YAML) whose decision tree to use.
@@ -174,6 +97,8 @@ class MCTSSampler(TreeSamplerBase):
         virtual_loss: count other workers' running trials as visits with value 0.
         seed: seed of the random state and of the expansion order.
     """
+
+    _ledger_type = TreeLedger
 
     def __init__(self, *, space: SearchSpace | str | Path | None = None, tree: Sequence[Decision] | None = None,
                  c: float = 0.3, n_startup_leaf: int = 4, gamma: float = 0.15, n_ei_candidates: int = 24,
@@ -197,49 +122,27 @@ class MCTSSampler(TreeSamplerBase):
         self.leaf_decay = float(leaf_decay)
         self.virtual_loss = bool(virtual_loss)
         self._salt = int(seed) if seed is not None else secrets.randbits(63)
-        self._cache: _Snapshot | None = None
-        self._paths: PathMemo = {}  # finished trials' paths and numeric values, computed once (checked on use)
-        self._units: UnitMemo = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_paths"], state["_units"] = {}, {}  # rebuilt from the storage, like the snapshot
-        return state
 
     # ---- sampling -------------------------------------------------------------------------------
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._sync(study)
+        self._ledger(study)
 
     def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
-        snap, running = self._sync(study)
+        led = self._ledger(study)
         node, _ = self._info.path(trial.params, trial.distributions)
         if self._info.is_branching(param_name, dist):
             choices = self._info.choices(param_name, dist)
-            pending = self._pending(running, trial.number)
-            scores = self._scores(snap, pending, node, param_name, choices)
+            pending = self._pending(led.running, trial.number)
+            scores = self._scores(led, pending, node, param_name, choices)
             return self._argmax(node, param_name, choices, scores)
         if isinstance(dist, (FloatDistribution, IntDistribution)):
-            return sample_numeric(snap.records, node, param_name, dist, self._rng, n_startup=self.n_startup_leaf,
-                                  gamma=self.gamma, n_candidates=self.n_ei_candidates, decay=self.leaf_decay,
-                                  memo=self._units)
+            return sample_leaf(led.leaf(param_name, dist), led.node_ids(node), led.version, self._rng,
+                               n_startup=self.n_startup_leaf, gamma=self.gamma, n_candidates=self.n_ei_candidates,
+                               decay=self.leaf_decay)
         return uniform(dist, self._rng)
 
     # ---- statistics -----------------------------------------------------------------------------
-    def _sync(self, study: Study) -> tuple[_Snapshot, list[FrozenTrial]]:
-        finished, running = fetch(study)
-        key = snapshot_key(study, finished)
-        snap = self._cache
-        if snap is None or snap.key != key:
-            records, low, high = build_records(finished, self._maximize(study), self._info, self._paths)
-            snap = _Snapshot(key, records, low=low, high=high)
-            for r in records:
-                for i, k in enumerate(r.path):
-                    nw = snap.edges.setdefault(r.path[:i], {}).setdefault(k, [0, 0.0])
-                    nw[0] += 1
-                    nw[1] += r.q
-            self._cache = snap
-        return snap, running
-
     def _pending(self, running: Sequence[FrozenTrial], current: int) -> dict[TreePath, dict[BranchKey, int]]:
         out: dict[TreePath, dict[BranchKey, int]] = {}
         if not self.virtual_loss:
@@ -253,57 +156,68 @@ class MCTSSampler(TreeSamplerBase):
                 d[k] = d.get(k, 0) + 1
         return out
 
-    def _scores(self, snap: _Snapshot, pending: dict[TreePath, dict[BranchKey, int]], node: TreePath, name: str,
+    def _scores(self, led: TreeLedger, pending: dict[TreePath, dict[BranchKey, int]], node: TreePath, name: str,
                 choices: Sequence[Any]) -> list[float]:
-        edges = snap.edges.get(node, {})
+        edges = led.edges.get(node, {})
         virt = pending.get(node, {})
         nw = []
         for ch in choices:
             k = branch_key(name, ch)
-            n, w = edges.get(k, (0, 0.0))
+            e = edges.get(k)
+            n, w = (e.n, e.w(led.version)) if e is not None else (0, 0.0)
             v = virt.get(k, 0)
             nw.append((n + v, w))  # a running trial elsewhere: one more visit, value 0
         total = sum(n for n, _ in nw)
         return [uct_score(w / n if n else 0.0, n, total, self.c) for n, w in nw]
 
-    def _order(self, node: TreePath, name: str, choice: Any) -> int:
-        h = hashlib.blake2b(repr((self._salt, node, branch_key(name, choice))).encode(), digest_size=8)
+    def _order(self, node: TreePath, name: str, choice: Any, prefix: Any = None) -> int:
+        """The seeded hash ranking ``choice`` among tied children: blake2b of ``repr((salt, node, branch))``.
+        ``prefix``: the hash already fed ``"(salt, node, "``, for a caller ranking several choices."""
+        if prefix is None:
+            prefix = hashlib.blake2b(f"({self._salt!r}, {node!r}, ".encode(), digest_size=8)
+        h = prefix.copy()
+        h.update((repr(branch_key(name, choice)) + ")").encode())
         return int.from_bytes(h.digest(), "big")
 
     def _argmax(self, node: TreePath, name: str, choices: Sequence[Any], scores: Sequence[float]) -> Any:
         best = max(scores)
         tied = [ch for ch, s in zip(choices, scores, strict=True) if s == best]
-        return min(tied, key=lambda ch: self._order(node, name, ch))
+        if len(tied) == 1:
+            return tied[0]
+        prefix = hashlib.blake2b(f"({self._salt!r}, {node!r}, ".encode(), digest_size=8)
+        return min(tied, key=lambda ch: self._order(node, name, ch, prefix))
 
     # ---- inspection -----------------------------------------------------------------------------
     def tree_stats(self, study: Study) -> dict[tuple[tuple[str, Any], ...], dict[tuple[str, Any], tuple[int, float]]]:
         """``{node: {(name, value): (visits, summed normalised value)}}`` of the finished trials, nodes and
         children as ``(name, value)`` tuples. With a declared tree, unvisited choices of each decision
         seen at a node are listed with ``(0, 0.0)``."""
-        snap, _ = self._sync(study)
-        out: dict[tuple[tuple[str, Any], ...], dict[tuple[str, Any], tuple[int, float]]] = {}
-        for node, kids in snap.edges.items():
-            row = {(k[0], k[2]): (int(nw[0]), float(nw[1])) for k, nw in kids.items()}
-            if self._info.tree is not None:
-                for name in {k[0] for k in kids}:
-                    d = self._info.declared.get(name)
-                    if d is not None:
-                        for ch in (d.choices or list(d.children)):
-                            row.setdefault((name, ch), (0, 0.0))
-            out[public_path(node)] = row
-        return out
+        with self._lock:
+            led = self._ledger(study)
+            out: dict[tuple[tuple[str, Any], ...], dict[tuple[str, Any], tuple[int, float]]] = {}
+            for node, kids in led.edges.items():
+                row = {(k[0], k[2]): (e.n, e.w(led.version)) for k, e in kids.items()}
+                if self._info.tree is not None:
+                    for name in {k[0] for k in kids}:
+                        d = self._info.declared.get(name)
+                        if d is not None:
+                            for ch in (d.choices or list(d.children)):
+                                row.setdefault((name, ch), (0, 0.0))
+                out[public_path(node)] = row
+            return out
 
     def uct_scores(self, study: Study, name: str, node: Sequence[tuple[str, Any]] = (),
                    choices: Sequence[Any] | None = None) -> dict[Any, float]:
         """The UCT score of each choice of decision ``name`` at ``node`` (``inf`` when unvisited), as the
         next trial would see them. ``choices`` default to the declared ones, else the observed ones."""
-        snap, running = self._sync(study)
-        path = tuple(branch_key(n, v) for n, v in node)
-        if choices is None:
-            d = self._info.declared.get(name)
-            if d is not None:
-                choices = list(d.choices or d.children)
-            else:
-                choices = [k[2] for k in snap.edges.get(path, {}) if k[0] == name]
-        scores = self._scores(snap, self._pending(running, -1), path, name, list(choices))
-        return dict(zip(choices, scores, strict=True))
+        with self._lock:
+            led = self._ledger(study)
+            path = tuple(branch_key(n, v) for n, v in node)
+            if choices is None:
+                d = self._info.declared.get(name)
+                if d is not None:
+                    choices = list(d.choices or d.children)
+                else:
+                    choices = [k[2] for k in led.edges.get(path, {}) if k[0] == name]
+            scores = self._scores(led, self._pending(led.running, -1), path, name, list(choices))
+            return dict(zip(choices, scores, strict=True))

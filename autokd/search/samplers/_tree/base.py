@@ -1,9 +1,11 @@
 """The base of autokd's tree samplers: define-by-run (independent) sampling, single-objective studies only,
-a seeded numpy random state that can be reseeded, and a storage cache that pickling drops."""
+a seeded numpy random state that can be reseeded, and incremental statistics of the storage (a
+:class:`.ledger.Ledger`) that pickling drops and one lock serialises (threads of ``n_jobs`` share a sampler)."""
 
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 
+from .ledger import Ledger
 from .records import TreeInfo
 
 if TYPE_CHECKING:
@@ -38,8 +41,10 @@ class TreeSamplerBase(BaseSampler, abc.ABC):
     Every parameter is sampled independently, as the objective suggests it (define-by-run): the relative
     search space is empty and :meth:`_sample` does the work. A study with several objectives is refused
     with ``ValueError`` wherever Optuna calls the sampler for it (``before_trial``, ``sample_relative``,
-    ``sample_independent``). ``self._cache`` (what the sampler learnt from the storage) is dropped on
-    pickling and rebuilt from the storage on first use; the random state is kept.
+    ``sample_independent``). ``self._cache`` (what the sampler learnt from the storage, updated in place
+    as trials finish) is dropped on pickling and rebuilt from the storage on first use; the random state is
+    kept. ``self._lock`` serialises the sampler's calls (and its inspection methods), so that threads
+    sharing the sampler (``study.optimize(n_jobs=...)``) never see the statistics half updated.
 
     Subclasses validate their own arguments, call ``super().__init__`` and implement :meth:`_sample`;
     :meth:`_before_trial` is an optional hook.
@@ -51,19 +56,26 @@ class TreeSamplerBase(BaseSampler, abc.ABC):
         self._seed = seed
         self._rng = np.random.RandomState(seed)
         self._cache: Any = None
+        self._lock = threading.RLock()
 
     # ---- Optuna's interface ------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = None
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def reseed_rng(self) -> None:
         self._rng = np.random.RandomState()
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         refuse_multi_objective(study, type(self).__name__)
-        self._before_trial(study, trial)
+        with self._lock:
+            self._before_trial(study, trial)
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
@@ -76,9 +88,23 @@ class TreeSamplerBase(BaseSampler, abc.ABC):
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         refuse_multi_objective(study, type(self).__name__)
-        return self._sample(study, trial, param_name, param_distribution)
+        with self._lock:
+            return self._sample(study, trial, param_name, param_distribution)
 
     # ---- for subclasses ---------------------------------------------------------------------------
+    #: the kind of ledger the sampler keeps (a subclass adds the statistics it needs)
+    _ledger_type: type[Ledger] = Ledger
+
+    def _ledger(self, study: Study) -> Any:
+        """The sampler's ledger of ``study``, brought up to date with its storage (built on first use, or
+        afresh when the sampler meets another study)."""
+        with self._lock:
+            led = self._cache
+            if led is None or not led.matches(study):
+                led = self._cache = self._ledger_type(study, self._info, self._maximize(study))
+            led.update(study)
+            return led
+
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Called before each trial of a single-objective study."""
 

@@ -18,12 +18,11 @@ from ...params import Fixed
 from ...tree import Decision, walk
 
 if TYPE_CHECKING:
-    from optuna.study import Study
 
     from ...space import SearchSpace
 
-__all__ = ["FINISHED", "BranchKey", "PathMemo", "Record", "TreeInfo", "TreePath", "branch_key", "build_records",
-           "fetch", "is_searched", "public_path", "snapshot_key", "trial_path"]
+__all__ = ["FINISHED", "BranchKey", "Record", "TreeInfo", "TreePath", "branch_key", "build_records", "is_searched",
+           "make_record", "normalise", "public_path", "scale_point"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -112,6 +111,7 @@ class Record:
     path: TreePath
     node_of: dict[str, TreePath]
     diverged: bool = False
+    raw: float | None = None  # what ``q`` normalises: the value, or a pruned trial's last intermediate one
 
 
 def is_searched(t: FrozenTrial) -> bool:
@@ -126,74 +126,57 @@ def _last_intermediate(t: FrozenTrial) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-#: trial number -> (params, distributions, path, node_of): a finished trial's path, computed once
-PathMemo = dict[int, tuple[dict[str, Any], dict[str, BaseDistribution], TreePath, dict[str, TreePath]]]
-
-
-def trial_path(t: FrozenTrial, info: TreeInfo, memo: PathMemo | None) -> tuple[TreePath, dict[str, TreePath]]:
-    """:meth:`TreeInfo.path` of a finished trial, from ``memo`` when it holds this trial's very parameters
-    and distributions (a memo outlives a study's trials; a number reused by another study is recomputed)."""
-    if memo is not None:
-        hit = memo.get(t.number)
-        if hit is not None and (hit[0] is t.params or hit[0] == t.params) and (
-                hit[1] is t.distributions or hit[1] == t.distributions):
-            return hit[2], hit[3]
+def make_record(t: FrozenTrial, info: TreeInfo) -> Record:
+    """The record of a finished searched trial, its ``q`` still 0 (see :func:`normalise`). ``raw`` is the value
+    to normalise: COMPLETE, its value; PRUNED, its last intermediate value, ``None`` when it has none or
+    diverged (``trial_record.is_diverged``); FAIL, ``None``."""
+    diverged = t.state == TrialState.PRUNED and trial_record.is_diverged(t)
+    value = raw = None
+    if t.state == TrialState.COMPLETE:
+        value = raw = t.value
+    elif t.state == TrialState.PRUNED and not diverged:
+        raw = _last_intermediate(t)
     path, node_of = info.path(t.params, t.distributions)
-    if memo is not None:
-        memo[t.number] = (t.params, t.distributions, path, node_of)
-    return path, node_of
+    return Record(t.number, t.state, t.params, t.distributions, value, 0.0, path, node_of, diverged, raw)
 
 
-def build_records(trials: Sequence[FrozenTrial], maximize: bool, info: TreeInfo,
-                  memo: PathMemo | None = None) -> tuple[list[Record], float | None, float | None]:
+def scale_point(r: Record, sign: float) -> tuple[bool, float] | None:
+    """What ``r`` contributes to the normalisation scale: ``(True, signed value)`` for a finite completed
+    value, ``(False, signed last value)`` for a pruned trial that did not diverge, else ``None``."""
+    if r.state == TrialState.COMPLETE:
+        v = r.value
+        return (True, sign * v) if v is not None and math.isfinite(v) else None
+    if r.state == TrialState.PRUNED and r.raw is not None:
+        return False, sign * r.raw
+    return None
+
+
+def normalise(v: float | None, sign: float, low: float | None, high: float | None) -> float:
+    """``v`` on the [0, 1] scale from ``low`` to ``high`` (signed): 0 when there is no value or scale,
+    0.5 when the scale is a single point, clipped to [0, 1]."""
+    if v is None or low is None or high is None or math.isnan(v):
+        return 0.0
+    if high <= low:
+        return 0.5
+    return min(1.0, max(0.0, (sign * v - low) / (high - low)))
+
+
+def build_records(trials: Sequence[FrozenTrial], maximize: bool,
+                  info: TreeInfo) -> tuple[list[Record], float | None, float | None]:
     """Records of the finished searched trials (param-less and baseline trials are skipped) with the
     direction-aware min-max normalised value ``q`` in [0, 1] (higher is better for both directions), and
-    the signed low and high ends of that scale.
+    the signed low and high ends of that scale, computed from scratch (the samplers keep the same records
+    up to date incrementally: :class:`.ledger.Ledger`).
 
     COMPLETE: its value, normalised over the completed trials. PRUNED: its last intermediate value on the
     same scale, clipped to [0, 1]; 0 when it has none or when it diverged (``trial_record.is_diverged``).
     FAIL: 0, the worst. Until a trial completes, the scale is that of the pruned trials' last values.
-    ``memo`` (see :func:`trial_path`) spares recomputing the paths of trials seen before.
     """
     sign = 1.0 if maximize else -1.0
-    usable = [t for t in trials if t.state in FINISHED and is_searched(t)]
-    finals = [sign * t.value for t in usable
-              if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    if not finals:
-        finals = [sign * v for t in usable if t.state == TrialState.PRUNED and not trial_record.is_diverged(t)
-                  for v in [_last_intermediate(t)] if v is not None]
+    out = [make_record(t, info) for t in trials if t.state in FINISHED and is_searched(t)]
+    points = [p for r in out for p in [scale_point(r, sign)] if p is not None]
+    finals = [v for done, v in points if done] or [v for _, v in points]
     low, high = (min(finals), max(finals)) if finals else (None, None)
-
-    def norm(v: float | None) -> float:
-        if v is None or low is None or high is None or math.isnan(v):
-            return 0.0
-        if high <= low:
-            return 0.5
-        return min(1.0, max(0.0, (sign * v - low) / (high - low)))
-
-    out = []
-    for t in usable:
-        diverged = t.state == TrialState.PRUNED and trial_record.is_diverged(t)
-        value = None
-        if t.state == TrialState.COMPLETE:
-            value = t.value
-            q = norm(value)
-        elif t.state == TrialState.PRUNED and not diverged:
-            q = norm(_last_intermediate(t))
-        else:
-            q = 0.0
-        path, node_of = trial_path(t, info, memo)
-        out.append(Record(t.number, t.state, t.params, t.distributions, value, q, path, node_of, diverged))
+    for r in out:
+        r.q = normalise(r.raw, sign, low, high)
     return out, low, high
-
-
-def fetch(study: Study) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
-    """The study's finished and running trials, straight from its storage (shared by all workers)."""
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    return ([t for t in trials if t.state != TrialState.RUNNING],
-            [t for t in trials if t.state == TrialState.RUNNING])
-
-
-def snapshot_key(study: Study, finished: Sequence[FrozenTrial]) -> tuple[str, int, int]:
-    """Identifies what the finished trials can teach: a cached model is rebuilt when this changes."""
-    return (study.study_name, len(finished), finished[-1].number if finished else -1)
