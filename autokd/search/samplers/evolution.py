@@ -117,7 +117,7 @@ class EvolutionSampler(TreeSamplerBase):
 
     # ---- sampling -------------------------------------------------------------------------------
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        led = self._ledger(study)
+        led = self._ledger(study, trial)
         parents = self._select_parents(led)
         crossover = parents is not None and bool(self._rng.uniform() < self.crossover_prob)
         if parents is not None and not crossover:
@@ -127,7 +127,7 @@ class EvolutionSampler(TreeSamplerBase):
             study._storage.set_trial_system_attr(trial._trial_id, PARENTS_ATTR, list(parents))
 
     def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
-        by_number = self._ledger(study).by_number
+        by_number = self._ledger(study, trial).by_number
         parents = self._parents_of(trial)
         if parents is None:
             return uniform(dist, self._rng)

@@ -74,8 +74,9 @@ class MCTSSampler(TreeSamplerBase):
     ignored. Multi-objective studies are refused with ``ValueError`` by ``before_trial``, ``sample_relative``
     and ``sample_independent``, as Optuna's contract for single-objective samplers requires.
 
-    **State.** At ``before_trial`` and each ``sample_*`` call the sampler reads the study's storage
-    (``study.get_trials``), so trials finished by other workers sharing the study count at once, and
+    **State.** At a trial's first sampler call the sampler reads the study's storage (``study.get_trials``;
+    the trial's other calls share that read), so trials finished by other workers sharing the study count
+    from the next trial on, and
     absorbs the trials finished since its last look into incremental statistics (a
     :class:`._tree.tree_stats.TreeLedger`: the records of :mod:`._tree.ledger`, each edge's visits and
     value, each numeric parameter's observations), each trial exactly once even when it finishes out of
@@ -126,10 +127,10 @@ class MCTSSampler(TreeSamplerBase):
 
     # ---- sampling -------------------------------------------------------------------------------
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        self._ledger(study)
+        self._ledger(study, trial)
 
     def _sample(self, study: Study, trial: FrozenTrial, param_name: str, dist: BaseDistribution) -> Any:
-        led = self._ledger(study)
+        led = self._ledger(study, trial)
         node, _ = self._info.path(trial.params, trial.distributions)
         if self._info.is_branching(param_name, dist):
             choices = self._info.choices(param_name, dist)

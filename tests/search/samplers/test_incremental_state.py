@@ -298,3 +298,21 @@ def test_parzen_pick_equals_the_plain_formulation(n, weights):
     for seed in range(5):
         got = parzen.parzen_pick(xs, qs, ws, np.random.RandomState(seed), 0.25, 24)
         assert got == reference_pick(xs, qs, ws, np.random.RandomState(seed), 0.25, 24)
+
+
+@pytest.mark.parametrize("make", [lambda: MCTSSampler(seed=0), lambda: EvolutionSampler(seed=0, population_size=4)])
+def test_the_storage_is_read_once_per_trial(make, monkeypatch):
+    """All of one trial's sampler calls share one read of the study (each read costs ms on an RDB storage);
+    a trial finished meanwhile by another worker counts from the next trial on."""
+    study = optuna.create_study(sampler=make())
+    run(study, 12, seed=0)
+    reads = []
+    real = study.get_trials
+    monkeypatch.setattr(study, "get_trials", lambda *a, **k: (reads.append(1), real(*a, **k))[1])
+    for n in range(3):
+        trial = study.ask()
+        suggest(trial)  # 3-4 parameters
+        assert len(reads) == n + 1
+        study.tell(trial, 1.0)
+    if isinstance(study.sampler, MCTSSampler):  # and the statistics still equal the from-scratch ones
+        assert_matches_reference(study.sampler, study)

@@ -56,12 +56,14 @@ class TreeSamplerBase(BaseSampler, abc.ABC):
         self._seed = seed
         self._rng = np.random.RandomState(seed)
         self._cache: Any = None
+        self._read_for: int | None = None  # the trial whose first sampler call last read the storage
         self._lock = threading.RLock()
 
     # ---- Optuna's interface ------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = None
+        state["_read_for"] = None
         del state["_lock"]
         return state
 
@@ -95,14 +97,20 @@ class TreeSamplerBase(BaseSampler, abc.ABC):
     #: the kind of ledger the sampler keeps (a subclass adds the statistics it needs)
     _ledger_type: type[Ledger] = Ledger
 
-    def _ledger(self, study: Study) -> Any:
+    def _ledger(self, study: Study, trial: FrozenTrial | None = None) -> Any:
         """The sampler's ledger of ``study``, brought up to date with its storage (built on first use, or
-        afresh when the sampler meets another study)."""
+        afresh when the sampler meets another study). With ``trial``, the storage is read once per trial: the
+        calls for one trial's parameters (milliseconds apart) share the read its first call made -- on an RDB
+        storage each read costs several ms, and trials other workers finish meanwhile count from the next
+        trial on."""
         with self._lock:
             led = self._cache
             if led is None or not led.matches(study):
                 led = self._cache = self._ledger_type(study, self._info, self._maximize(study))
-            led.update(study)
+                self._read_for = None
+            if trial is None or self._read_for != trial.number:
+                led.update(study)
+                self._read_for = None if trial is None else trial.number
             return led
 
     def _before_trial(self, study: Study, trial: FrozenTrial) -> None:
