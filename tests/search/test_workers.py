@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -164,3 +165,51 @@ def test_a_signal_fails_the_running_trial_with_one_line_and_the_shell_exit_code(
     t = load_study(cfg).trials[victim.number]
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") == sig.name
     assert not load_study(cfg).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
+class _FinishesAfterRead(optuna.storages.InMemoryStorage):
+    """Another worker's trial completes (outside the study lock, as a real ``tell`` does) right after the
+    ``k``-th read of the study's trials."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k, self.reads, self.pending = k, 0, None
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        out = super().get_all_trials(study_id, deepcopy, states)
+        self.reads += 1
+        if self.pending is not None and self.reads == self.k:
+            self.set_trial_state_values(self.pending, optuna.trial.TrialState.COMPLETE, [0.5])
+            self.pending = None
+        return out
+
+
+class _NoTraining:
+    def fit(self, recipe, *, epochs=None, report=None, measure=True):
+        return SimpleNamespace(metrics={"val_acc": 0.5, "epochs": 1, "params": 1, "train_time_s": 0.0},
+                               history=[], stopped=False)
+
+
+@pytest.mark.parametrize("k", range(1, 17))
+def test_a_trial_finishing_during_the_decision_never_starts_an_extra_one(tmp_path, k):
+    """5 of 6 searched trials are done and another worker runs the 6th; whichever read of the study it
+    completes after, this worker starts nothing: the decision counts finished and running trials in one read
+    (a trial finishing between a read of the finished ones and a read of the running ones made a 7th)."""
+    from autokd.search.backends.optuna_backend import make_sampler, run_optuna
+    from autokd.search.run import open_space
+
+    cfg = StudyConfig.load(_study(tmp_path, "race", "memory", trials=6, heartbeat=", baselines: false"))
+    space = open_space(cfg)
+    storage = _FinishesAfterRead(k)
+    study = optuna.create_study(storage=storage, sampler=make_sampler(cfg, space), direction="maximize")
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={tr.Key.WORKER.value: "elsewhere:1"}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                              user_attrs={tr.Key.WORKER.value: "elsewhere:2"}))
+    storage.pending = study.trials[-1]._trial_id
+    storage.reads = 0
+    ctx = SimpleNamespace(cfg=cfg, trial_trainer=_NoTraining)
+    ran = run_optuna(ctx, space, study, trials=6, timeout=60, epochs=1, multi_objective=False, poll=0.0)
+    assert storage.pending is None  # the other worker's trial did complete during the run
+    assert ran == 0
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
