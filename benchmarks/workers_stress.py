@@ -2,7 +2,7 @@
 run must end with EXACTLY the requested searched trials, each baseline once, nothing left running.
 
     python benchmarks/workers_stress.py [--storage sqlite journal postgresql] [--runs 20] [--workers 5]
-        [--trials 8] [--hogs 4] [--mean-trial 0.03] [--poll 0.02] [--minutes 3] [--cli]
+        [--trials 8] [--hogs 4] [--mean-trial 0.03] [--poll 0.02] [--minutes 3] [--pause] [--cli]
 
 Default mode runs the real search loop (``run_optuna``: the study lock, clean-up of dead/stale trials, the
 decision to start a trial, ``study.ask``, the real :class:`~autokd.search.objective.Objective` recording
@@ -13,16 +13,19 @@ everything) in forked worker processes, with only the training replaced by a ran
 PostgreSQL: ``--postgres URL`` or ``AUTOKD_TEST_POSTGRES`` (each run gets a fresh database).
 
 Prints one line per failing run (with its trial list: number, state, worker, baseline, retry of, start and
-completion times) and ``runs N, failures F`` per storage.
+completion times) and ``runs N, failures F`` per storage, with how many trials were failed (stale
+heartbeat, dead worker) and retried on the way.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import multiprocessing as mp
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,7 +67,9 @@ class SleepTrainer:
 
 
 def loop_worker(cfg_path: str, k: int, mean: float, poll: float) -> None:
-    """One worker of the default mode (a forked process): the real loop, sleeping instead of training."""
+    """One worker of the default mode (a forked process): the real loop, sleeping instead of training.
+    SIGUSR1 prints its threads' stacks (a worker that does not finish)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from autokd.config import StudyConfig
     from autokd.search.backends.optuna_backend import make_pruner, make_sampler, run_optuna
     from autokd.search.backends.storage import open_study
@@ -77,6 +82,21 @@ def loop_worker(cfg_path: str, k: int, mean: float, poll: float) -> None:
     ctx = SimpleNamespace(cfg=cfg, trial_trainer=lambda: trainer)
     run_optuna(ctx, space, study, trials=cfg.search.trials, timeout=None, epochs=1, multi_objective=False,
                worker=str(k), poll=poll)
+
+
+def pause_one(procs, rng: random.Random) -> str:
+    """Stop a random worker (SIGSTOP) past the heartbeat grace, then let it go on: its trial is failed as
+    stale and retried by another worker meanwhile (a starved or suspended process)."""
+    time.sleep(rng.uniform(2.0, 4.0))
+    alive = [p for p in procs if p.is_alive()]
+    if not alive:
+        return "nothing to pause"
+    victim = rng.choice(alive)
+    os.kill(victim.pid, signal.SIGSTOP)
+    stopped = time.strftime("%H:%M:%S")
+    time.sleep(5.0)
+    os.kill(victim.pid, signal.SIGCONT)
+    return f"paused {victim.pid} {stopped}-{time.strftime('%H:%M:%S')}"
 
 
 def hog() -> None:
@@ -100,8 +120,9 @@ def drop_postgres(admin: str, url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
-def check(cfg_path: Path, trials: int) -> list[str]:
-    """What is wrong with the finished study (empty when it is exact)."""
+def check(cfg_path: Path, trials: int, seen: dict[str, int]) -> list[str]:
+    """What is wrong with the finished study (empty when it is exact); adds its failed and retried trials
+    to ``seen``."""
     import optuna
 
     from autokd.config import StudyConfig
@@ -112,6 +133,8 @@ def check(cfg_path: Path, trials: int) -> list[str]:
     done = load_study(cfg).get_trials(deepcopy=False)
     S = optuna.trial.TrialState
     problems = []
+    seen["failed"] += sum(t.state == S.FAIL for t in done)
+    seen["retries"] += sum("failed_trial" in t.system_attrs for t in done)
     searched = [t for t in done if not tr.is_baseline(t) and t.state in (S.COMPLETE, S.PRUNED)]
     if len(searched) != trials:
         problems.append(f"{len(searched)} searched trials for {trials}")
@@ -132,7 +155,7 @@ def check(cfg_path: Path, trials: int) -> list[str]:
     return problems
 
 
-def one_run(kind: str, i: int, tmp: Path, args) -> list[str]:
+def one_run(kind: str, i: int, tmp: Path, args, seen: dict[str, int]) -> list[str]:
     storage = {"sqlite": None, "journal": f"journal:///{tmp}/s{i}.log"}.get(kind)
     if kind == "postgresql":
         storage = fresh_postgres(args.postgres)
@@ -152,12 +175,25 @@ def one_run(kind: str, i: int, tmp: Path, args) -> list[str]:
                      for k in range(args.workers)]
             for p in procs:
                 p.start()
+            paused = pause_one(procs, random.Random(i)) if args.pause else ""
+            deadline = time.monotonic() + args.run_timeout
             for p in procs:
-                p.join(timeout=300)
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
             outs, codes = [""] * len(procs), [p.exitcode for p in procs]
+            hung = [p for p in procs if p.is_alive()]
+            if hung:
+                print(f"hung at {time.strftime('%H:%M:%S')} ({paused}): " + ", ".join(
+                    f"{p.pid} {Path(f'/proc/{p.pid}/stat').read_text().split()[2]} "
+                    f"{Path(f'/proc/{p.pid}/wchan').read_text()}" for p in hung), flush=True)
+            for p in hung:
+                if p.is_alive():  # hung: show where, then stop it
+                    os.kill(p.pid, signal.SIGUSR1)
+                    time.sleep(1.0)
+                    p.kill()
+                    p.join()
         problems = [f"worker {k} exited {c}: {o[-1500:]}" for k, (c, o) in enumerate(zip(codes, outs, strict=True))
                     if c != 0]
-        return problems + check(path, args.trials)
+        return problems + check(path, args.trials, seen)
     finally:
         if kind == "postgresql":
             drop_postgres(args.postgres, storage)
@@ -173,6 +209,8 @@ def main() -> None:
     ap.add_argument("--mean-trial", type=float, default=0.03, help="mean seconds of one stand-in trial")
     ap.add_argument("--poll", type=float, default=0.02, help="seconds an idle worker waits between decisions")
     ap.add_argument("--minutes", type=float, default=3.0, help="time cap per storage")
+    ap.add_argument("--run-timeout", type=float, default=120.0, help="seconds before a run counts as hung")
+    ap.add_argument("--pause", action="store_true", help="suspend a random worker past the heartbeat grace")
     ap.add_argument("--cli", action="store_true", help="real `autokd search` worker processes")
     ap.add_argument("--postgres", default=os.environ.get("AUTOKD_TEST_POSTGRES"))
     args = ap.parse_args()
@@ -192,16 +230,17 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as d:
             for kind in args.storage:
-                t0, runs, failures = time.monotonic(), 0, 0
+                t0, runs, failures, seen = time.monotonic(), 0, 0, {"failed": 0, "retries": 0}
                 while runs < args.runs and time.monotonic() - t0 < args.minutes * 60:
-                    problems = one_run(kind, runs, Path(d), args)
+                    problems = one_run(kind, runs, Path(d), args, seen)
                     runs += 1
                     if problems:
                         failures += 1
                         print(f"{kind} run {runs}: FAIL {problems[0]}")
                         print("\n".join(problems[1:]), flush=True)
                 print(f"{kind}: runs {runs}, failures {failures} ({time.monotonic() - t0:.0f} s, "
-                      f"{args.workers} workers, {args.trials} trials, {args.hogs} hogs)", flush=True)
+                      f"{args.workers} workers, {args.trials} trials, {args.hogs} hogs; {seen['failed']} "
+                      f"trials failed, {seen['retries']} retries along the way)", flush=True)
                 total_fail += failures
     finally:
         for h in hogs:

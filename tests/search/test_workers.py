@@ -213,3 +213,44 @@ def test_a_trial_finishing_during_the_decision_never_starts_an_extra_one(tmp_pat
     assert storage.pending is None  # the other worker's trial did complete during the run
     assert ran == 0
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+
+
+def _failed_by_another_worker(trial) -> None:
+    """What another worker's clean-up does to a trial whose heartbeat stopped past the grace period."""
+    trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _reports_after(trial):
+    _failed_by_another_worker(trial)
+    trial.report(0.5, 0)  # the trial is finished: the storage refuses (a RuntimeError)
+    return 0.5
+
+
+def _returns_after(trial):
+    _failed_by_another_worker(trial)
+    return 0.5
+
+
+class _FailsDuringTell(optuna.storages.InMemoryStorage):
+    """The other worker fails the trial between tell's check that it runs and tell's update."""
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        if state.is_finished() and self.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            super().set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+@pytest.mark.parametrize("objective, storage", [(_reports_after, optuna.storages.InMemoryStorage),
+                                                (_returns_after, optuna.storages.InMemoryStorage),
+                                                (lambda t: 0.5, _FailsDuringTell)],
+                         ids=["reports-after", "returns-after", "during-tell"])
+def test_a_worker_whose_trial_was_failed_as_stale_goes_on(objective, storage):
+    """A suspended worker resumes after another one failed its trial (heartbeat past the grace period) and
+    enqueued the retry: the trial stays failed and the worker goes on instead of crashing on ``tell``."""
+    from autokd.search.backends.optuna_backend import run_one_trial
+
+    study = optuna.create_study(storage=storage(), direction="maximize")
+    trial = study.ask()
+    frozen = run_one_trial(study, trial, objective)
+    assert frozen.state == optuna.trial.TrialState.FAIL and frozen.value is None
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

@@ -142,7 +142,9 @@ def next_step(study, trials: int) -> str:
 def run_one_trial(study, trial, objective) -> Any:
     """Run ``objective(trial)`` with a heartbeat, tell the study the outcome, return the frozen trial.
     ``RuntimeError`` (e.g. out of memory) fails the trial and the search goes on; a KeyboardInterrupt or
-    :class:`Interrupted` fails it and propagates; any other exception fails it and propagates."""
+    :class:`Interrupted` fails it and propagates; any other exception fails it and propagates. A trial that
+    another worker failed meanwhile because its heartbeat stopped past the grace period (this process was
+    suspended or starved) is left failed, and this worker goes on: the retry of that trial runs elsewhere."""
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread
 
@@ -163,10 +165,13 @@ def run_one_trial(study, trial, objective) -> Any:
             tr.record_interrupted(trial, e.signal_name)
         except Exception as e:  # recorded, then re-raised below
             state, error = optuna.trial.TrialState.FAIL, e
-    if state == optuna.trial.TrialState.COMPLETE:
-        study.tell(trial, values)
-    else:
-        study.tell(trial, state=state)
+    try:  # a trial another worker already failed as stale stays failed: its retry runs elsewhere
+        if state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, values, skip_if_finished=True)
+        else:
+            study.tell(trial, state=state, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # ... failed between tell's check and its update
+        pass
     if error is not None:
         raise error
     return study._storage.get_trial(trial._trial_id)
