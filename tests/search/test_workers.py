@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -164,3 +165,92 @@ def test_a_signal_fails_the_running_trial_with_one_line_and_the_shell_exit_code(
     t = load_study(cfg).trials[victim.number]
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") == sig.name
     assert not load_study(cfg).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
+class _FinishesAfterRead(optuna.storages.InMemoryStorage):
+    """Another worker's trial completes (outside the study lock, as a real ``tell`` does) right after the
+    ``k``-th read of the study's trials."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k, self.reads, self.pending = k, 0, None
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        out = super().get_all_trials(study_id, deepcopy, states)
+        self.reads += 1
+        if self.pending is not None and self.reads == self.k:
+            self.set_trial_state_values(self.pending, optuna.trial.TrialState.COMPLETE, [0.5])
+            self.pending = None
+        return out
+
+
+class _NoTraining:
+    def fit(self, recipe, *, epochs=None, report=None, measure=True):
+        return SimpleNamespace(metrics={"val_acc": 0.5, "epochs": 1, "params": 1, "train_time_s": 0.0},
+                               history=[], stopped=False)
+
+
+@pytest.mark.parametrize("k", range(1, 17))
+def test_a_trial_finishing_during_the_decision_never_starts_an_extra_one(tmp_path, k):
+    """5 of 6 searched trials are done and another worker runs the 6th; whichever read of the study it
+    completes after, this worker starts nothing: the decision counts finished and running trials in one read
+    (a trial finishing between a read of the finished ones and a read of the running ones made a 7th)."""
+    from autokd.search.backends.optuna_backend import make_sampler, run_optuna
+    from autokd.search.run import open_space
+
+    cfg = StudyConfig.load(_study(tmp_path, "race", "memory", trials=6, heartbeat=", baselines: false"))
+    space = open_space(cfg)
+    storage = _FinishesAfterRead(k)
+    study = optuna.create_study(storage=storage, sampler=make_sampler(cfg, space), direction="maximize")
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={tr.Key.WORKER.value: "elsewhere:1"}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                              user_attrs={tr.Key.WORKER.value: "elsewhere:2"}))
+    storage.pending = study.trials[-1]._trial_id
+    storage.reads = 0
+    ctx = SimpleNamespace(cfg=cfg, trial_trainer=_NoTraining)
+    ran = run_optuna(ctx, space, study, trials=6, timeout=60, epochs=1, multi_objective=False, poll=0.0)
+    assert storage.pending is None  # the other worker's trial did complete during the run
+    assert ran == 0
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+
+
+def _failed_by_another_worker(trial) -> None:
+    """What another worker's clean-up does to a trial whose heartbeat stopped past the grace period."""
+    trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _reports_after(trial):
+    _failed_by_another_worker(trial)
+    trial.report(0.5, 0)  # the trial is finished: the storage refuses (a RuntimeError)
+    return 0.5
+
+
+def _returns_after(trial):
+    _failed_by_another_worker(trial)
+    return 0.5
+
+
+class _FailsDuringTell(optuna.storages.InMemoryStorage):
+    """The other worker fails the trial between tell's check that it runs and tell's update."""
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        if state.is_finished() and self.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            super().set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+@pytest.mark.parametrize("objective, storage", [(_reports_after, optuna.storages.InMemoryStorage),
+                                                (_returns_after, optuna.storages.InMemoryStorage),
+                                                (lambda t: 0.5, _FailsDuringTell)],
+                         ids=["reports-after", "returns-after", "during-tell"])
+def test_a_worker_whose_trial_was_failed_as_stale_goes_on(objective, storage):
+    """A suspended worker resumes after another one failed its trial (heartbeat past the grace period) and
+    enqueued the retry: the trial stays failed and the worker goes on instead of crashing on ``tell``."""
+    from autokd.search.backends.optuna_backend import run_one_trial
+
+    study = optuna.create_study(storage=storage(), direction="maximize")
+    trial = study.ask()
+    frozen = run_one_trial(study, trial, objective)
+    assert frozen.state == optuna.trial.TrialState.FAIL and frozen.value is None
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..space import SearchSpace
 
 __all__ = ["run_optuna", "enqueue_baselines", "counted", "make_sampler", "make_pruner", "run_one_trial",
-           "Interrupted", "start_run", "tidy", "waiting", "running_searched", "running_baselines", "quiet"]
+           "Interrupted", "start_run", "tidy", "waiting", "next_step", "quiet"]
 
 
 #: a baseline that failed this many times (e.g. out of memory) is not enqueued again
@@ -106,30 +106,45 @@ def counted(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=ok) if not tr.is_baseline(t))
 
 
-def running_searched(study) -> int:
-    import optuna
-
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if not tr.is_baseline(t))
-
-
-def running_baselines(study) -> int:
-    import optuna
-
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if tr.is_baseline(t))
-
-
 def waiting(study) -> int:
     import optuna
 
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
+def next_step(study, trials: int) -> str:
+    """Under the study lock, what a worker does next: ``"ask"`` (a trial is waiting, or the finished plus
+    running searched trials fall short of ``trials``), ``"stop"`` (enough finished and no baseline running)
+    or ``"wait"`` (others run the last trials).
+
+    Every count comes from ONE read of the study: trials finish outside the lock, so finished trials counted
+    in one read and running ones in a later read miss a trial that finished between the two, and the study
+    would end with one searched trial too many."""
+    import optuna
+
+    s = optuna.trial.TrialState
+    n_waiting = finished = running = running_baselines = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == s.WAITING:
+            n_waiting += 1
+        elif t.state in (s.COMPLETE, s.PRUNED):
+            finished += not tr.is_baseline(t)
+        elif t.state == s.RUNNING:
+            if tr.is_baseline(t):
+                running_baselines += 1
+            else:
+                running += 1
+    if n_waiting or finished + running < trials:
+        return "ask"
+    return "stop" if finished >= trials and not running_baselines else "wait"
+
+
 def run_one_trial(study, trial, objective) -> Any:
     """Run ``objective(trial)`` with a heartbeat, tell the study the outcome, return the frozen trial.
     ``RuntimeError`` (e.g. out of memory) fails the trial and the search goes on; a KeyboardInterrupt or
-    :class:`Interrupted` fails it and propagates; any other exception fails it and propagates."""
+    :class:`Interrupted` fails it and propagates; any other exception fails it and propagates. A trial that
+    another worker failed meanwhile because its heartbeat stopped past the grace period (this process was
+    suspended or starved) is left failed, and this worker goes on: the retry of that trial runs elsewhere."""
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread
 
@@ -150,10 +165,13 @@ def run_one_trial(study, trial, objective) -> Any:
             tr.record_interrupted(trial, e.signal_name)
         except Exception as e:  # recorded, then re-raised below
             state, error = optuna.trial.TrialState.FAIL, e
-    if state == optuna.trial.TrialState.COMPLETE:
-        study.tell(trial, values)
-    else:
-        study.tell(trial, state=state)
+    try:  # a trial another worker already failed as stale stays failed: its retry runs elsewhere
+        if state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, values, skip_if_finished=True)
+        else:
+            study.tell(trial, state=state, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # ... failed between tell's check and its update
+        pass
     if error is not None:
         raise error
     return study._storage.get_trial(trial._trial_id)
@@ -213,11 +231,12 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
             with study_lock(cfg):
                 tidy(study, cfg, space)
                 trial = None
-                if waiting(study) or counted(study) + running_searched(study) < trials:
+                step = next_step(study, trials)
+                if step == "ask":
                     with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
                         trial = study.ask()
                     tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
-                elif counted(study) >= trials and not running_baselines(study):
+                elif step == "stop":
                     break
             if trial is None:  # others are running the last trials: wait for them (or their retries)
                 time.sleep(poll)

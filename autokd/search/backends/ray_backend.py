@@ -35,14 +35,11 @@ from .. import trial_record as tr
 from ..objective import Objective, Outcome, report_epoch, train_trial
 from .optuna_backend import (
     Interrupted,
-    counted,
+    next_step,
     quiet,
     run_one_trial,
-    running_baselines,
-    running_searched,
     start_run,
     tidy,
-    waiting,
 )
 from .ray_processes import descendants, reap_orphans, remember_processes, stop_processes
 from .storage import study_lock
@@ -178,11 +175,12 @@ class StudySearcher:
             with study_lock(self.cfg):
                 tidy(self.study, self.cfg, self.space)
                 trial = None
-                if waiting(self.study) or counted(self.study) + running_searched(self.study) < self.trials:
+                step = next_step(self.study, self.trials)
+                if step == "ask":
                     with quiet():
                         trial = self.study.ask()
                     tr.record_worker(trial, worker_id())  # the driver owns it (see fail_dead_local_trials)
-                elif counted(self.study) >= self.trials and not running_baselines(self.study):
+                elif step == "stop":
                     return self._base.FINISHED
             if trial is None:
                 return None  # others run the last trials: Tune asks again
