@@ -7,8 +7,8 @@
    half the threads each (``autokd search --worker k --threads t``), from the same stored teacher. Prints
    trials/hour and the ratio of two workers to the faster single worker (goal on 2 cores: >= 1.8x).
 2. Storage overhead: the per-trial cost of what autokd asks of the storage in a demo-study trial, with a
-   no-op training step: under the study lock the loop's own reads (tidy: dead, unclaimed and stale trials;
-   the counts that decide whether to start one) and the ask; then the worker, the recipe, 15 epochs of
+   no-op training step: under the study lock the loop's own reads (the counts that decide whether to start
+   a trial; every 5 s, tidy: dead, unclaimed and stale trials) and the ask; then the worker, the recipe, 15 epochs of
    intermediate values each followed by the median pruner's decision, the metrics, and the tell. On SQLite,
    a journal file and PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``), as a fraction of one trial of
    the demo study (3 seeds x 15 epochs of a CE-only student, the cheapest; goal: <= 2 %) and of one 1-epoch
@@ -103,14 +103,7 @@ def storage_overhead(args, tmp: Path) -> None:
     from autokd.config import StudyConfig
     from autokd.recipe import Recipe, StudentSpec, TermSpec
     from autokd.search import trial_record as tr
-    from autokd.search.backends.optuna_backend import (
-        counted,
-        make_pruner,
-        run_one_trial,
-        running_searched,
-        tidy,
-        waiting,
-    )
+    from autokd.search.backends.optuna_backend import Decider, make_pruner, run_one_trial
     from autokd.search.backends.storage import open_study, study_lock
     from autokd.search.batched_writes import IntermediateValues
     from autokd.search.objective import report_epoch
@@ -146,10 +139,9 @@ def storage_overhead(args, tmp: Path) -> None:
         tr.record_metrics(trial, metrics)
         return 0.9
 
-    def one_trial(study, cfg):
-        with study_lock(cfg):  # what run_optuna does before each trial
-            tidy(study, cfg, None)
-            _decide = waiting(study) or counted(study) + running_searched(study) < 10**9
+    def one_trial(study, cfg, decide):
+        with study_lock(cfg):  # what run_optuna does before each trial: tidy (every few s), decide, ask
+            decide(study, 10**9)
             trial = study.ask()
             tr.record_worker(trial, "bench:1")
         run_one_trial(study, trial, objective)
@@ -169,11 +161,12 @@ def storage_overhead(args, tmp: Path) -> None:
         cfg.search.baselines, cfg.search.pruner = False, "median"
         study = open_study(cfg, multi_objective=False, sampler=optuna.samplers.RandomSampler(seed=0),
                            pruner=make_pruner(cfg, 15))
+        decide = Decider(cfg, None)
         for _ in range(5):  # warm-up; also past the median pruner's 4 start-up trials
-            one_trial(study, cfg)
+            one_trial(study, cfg, decide)
         t0 = time.perf_counter()
         for _ in range(args.n):
-            one_trial(study, cfg)
+            one_trial(study, cfg, decide)
         per = (time.perf_counter() - t0) / args.n
         print(f"{kind:>11s} {per * 1000:>9.1f} {100 * per / trial_s:>10.2f}% {100 * per / epoch_s:>12.1f}%")
 

@@ -34,12 +34,11 @@ from ...errors import AutoKDError, ConfigError
 from .. import trial_record as tr
 from ..objective import Objective, Outcome, report_epoch, train_trial
 from .optuna_backend import (
+    Decider,
     Interrupted,
-    next_step,
     quiet,
     run_one_trial,
     start_run,
-    tidy,
 )
 from .ray_processes import descendants, reap_orphans, remember_processes, stop_processes
 from .storage import study_lock
@@ -166,6 +165,7 @@ class StudySearcher:
         self.live: dict[str, _Live] = {}
         self.ran = 0
         self.error: BaseException | None = None
+        self.decide = Decider(self.cfg, space)
 
     # the Searcher protocol (see :func:`_as_searcher`)
     def suggest(self, trial_id: str):
@@ -173,9 +173,8 @@ class StudySearcher:
 
         while self.error is None and (self.deadline is None or time.monotonic() < self.deadline):
             with study_lock(self.cfg):
-                tidy(self.study, self.cfg, self.space)
                 trial = None
-                step = next_step(self.study, self.trials)
+                step = self.decide(self.study, self.trials)
                 if step == "ask":
                     with quiet():
                         trial = self.study.ask()
