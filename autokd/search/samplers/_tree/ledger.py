@@ -41,8 +41,8 @@ __all__ = ["Ledger"]
 
 class Ledger:
     """The records of one study's finished searched trials, in trial-number order, kept up to date by
-    :meth:`update`. Subclasses derive further statistics through the hooks :meth:`_added` and
-    :meth:`_rescaled`.
+    :meth:`update`. Subclasses derive further statistics from each new record (:meth:`_added`) and
+    refresh what depends on ``q`` when :attr:`version` moves.
 
     Attributes:
         records: the finished searched trials' records, by trial number (baselines and param-less trials
@@ -132,16 +132,13 @@ class Ledger:
             for r in self.records:
                 r.q = normalise(r.raw, self.sign, low, high)
             self.version += 1
-            self._rescaled()
         else:
             for r in added:
                 r.q = normalise(r.raw, self.sign, low, high)
         for r in added:
             self._added(r)
 
-    # ---- hooks ----------------------------------------------------------------------------------
+    # ---- for subclasses -------------------------------------------------------------------------
     def _added(self, r: Record) -> None:
-        """Called once for each absorbed record, after the scale and every ``q`` are final."""
-
-    def _rescaled(self) -> None:
-        """Called when the scale moved: the ``q`` of every record changed (``version`` increased)."""
+        """Called once for each absorbed record, after the scale and every ``q`` are final (statistics
+        derived from earlier records' ``q`` refresh themselves when :attr:`version` has moved)."""
