@@ -12,8 +12,9 @@ Optuna, optuna-dashboard and older autokd read them as before.
 
 Intermediate values (``Trial.report``) are one write per epoch the same way (~1 ms on SQLite, ~3 ms on
 PostgreSQL: 15-45 ms for a 15-epoch trial). :class:`IntermediateValues` keeps each value in the live trial at
-once -- the pruner reads it from there, exactly as after ``Trial.report`` -- and writes the pending ones in
-one statement when a second has passed since the last write, and when the trial's training ends.
+once -- the pruner reads it from there, exactly as after ``Trial.report`` -- and writes the first at once (a
+running trial shows progress from its first epoch), then the pending ones in one statement when a second
+has passed since the last write, and when the trial's training ends.
 
 Only the RDB storage (SQLite, PostgreSQL) is written this way, through the storage's own session factory and
 models; any other storage (in-memory, journal file, gRPC proxy) and anything that is not a live
@@ -92,14 +93,15 @@ def _rdb_upsert(trial: Any, attrs: Mapping[str, Any]) -> bool:
 class IntermediateValues:
     """``report(value, step)`` for one live trial, as ``Trial.report`` (same checks; a step reported twice is
     ignored), with the storage writes grouped: the value is in the live trial at once (``should_prune`` and
-    the pruner read it there) and reaches an RDB storage within ``interval_s`` seconds, or at :meth:`flush`,
+    the pruner read it there) and reaches an RDB storage at once for the first one, else within
+    ``interval_s`` seconds of the last write, or at :meth:`flush`,
     which the caller runs when training ends, before the trial is told. Other storages are written at once."""
 
     def __init__(self, trial: Any, interval_s: float = 1.0) -> None:
         self.trial, self.interval_s = trial, float(interval_s)
         self.backend = _rdb_backend(trial)
         self.pending: dict[int, float] = {}
-        self.last = time.monotonic()
+        self.last = -float("inf")  # the first value is written at once: a trial shows progress from epoch 0
 
     def report(self, value: float, step: int) -> None:
         if self.backend is None:
