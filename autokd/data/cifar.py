@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .base import DATASETS, DataBundle, split_fingerprint
-from .pil_augment import PadCropFlip, ViewTransform
+from .pil_augment import ImageDataset, PadCropFlip, ViewTransform
 from .splits import carve, stratified_subset
 
 __all__ = ["CifarImages", "CifarSpec", "CIFAR_SPECS", "read_cifar_batches", "build_cifar"]
@@ -105,7 +104,7 @@ def read_cifar_batches(folder: Path, files: tuple[str, ...], label_key: str) -> 
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
 
 
-class CifarImages(Dataset):
+class CifarImages(ImageDataset):
     """``images[indices[i]]`` (uint8 HWC) as a PIL image through ``transform``; items ``(x, label)``."""
 
     def __init__(
@@ -129,15 +128,6 @@ class CifarImages(Dataset):
     def image_size(self, i: Any) -> tuple[int, int]:
         """``(width, height)`` of image ``i``."""
         return 32, 32
-
-    @property
-    def view_transform(self) -> ViewTransform | None:
-        """The parameterised training transform (for stored views), when this split has one."""
-        return self.transform if isinstance(self.transform, ViewTransform) else None
-
-    def __getitem__(self, i: Any) -> tuple[Any, int]:
-        img, label = self.raw(i)
-        return self.transform(img), label
 
     @property
     def targets(self) -> np.ndarray:

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .base import DATASETS, DataBundle, split_fingerprint
-from .pil_augment import ResizedCropFlip, ViewTransform
+from .pil_augment import ImageDataset, ResizedCropFlip, ViewTransform
 from .splits import carve, stratified_split, stratified_subset
 
 __all__ = ["ImageFiles", "scan_split", "build_imagefolder", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -30,7 +29,7 @@ LAYOUT = "train/<class>/<image>, optional val/ and test/ with the same class fol
 Sample = tuple[str, int]
 
 
-class ImageFiles(Dataset):
+class ImageFiles(ImageDataset):
     """Image files loaded as RGB through ``transform``; items ``(x, label)``."""
 
     def __init__(self, samples: list[Sample], transform: Any) -> None:
@@ -55,15 +54,6 @@ class ImageFiles(Dataset):
 
         with Image.open(self.samples[int(i)][0]) as img:
             return img.size
-
-    @property
-    def view_transform(self) -> ViewTransform | None:
-        """The parameterised training transform (for stored views), when this split has one."""
-        return self.transform if isinstance(self.transform, ViewTransform) else None
-
-    def __getitem__(self, i: Any) -> tuple[Any, int]:
-        img, label = self.raw(i)
-        return self.transform(img), label
 
     @property
     def targets(self) -> np.ndarray:

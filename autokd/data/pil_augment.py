@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["PadCropFlip", "ResizedCropFlip", "ViewTransform", "StoredViews"]
+__all__ = ["PadCropFlip", "ResizedCropFlip", "ViewTransform", "StoredViews", "ImageDataset"]
 
 
 def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
@@ -200,6 +200,28 @@ class ViewTransform:
 
     def __repr__(self) -> str:
         return f"ViewTransform({self.view!r}, {self.post_label})"
+
+
+class ImageDataset(Dataset):
+    """A dataset of PIL images: subclasses give ``raw(i) -> (image, label)`` and ``image_size(i)``; items are
+    ``(transform(image), label)``, and ``view_transform`` is the transform when it is a :class:`ViewTransform`
+    (a training split whose views can be stored, see :class:`StoredViews`)."""
+
+    transform: Any
+
+    def raw(self, i: Any) -> tuple[Any, int]:
+        raise NotImplementedError
+
+    def image_size(self, i: Any) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @property
+    def view_transform(self) -> ViewTransform | None:
+        return self.transform if isinstance(self.transform, ViewTransform) else None
+
+    def __getitem__(self, i: Any) -> tuple[Any, int]:
+        img, label = self.raw(i)
+        return self.transform(img), label
 
 
 class StoredViews(Dataset):
