@@ -8,8 +8,10 @@
    trials/hour and the ratio of two workers to the faster single worker (goal on 2 cores: >= 1.8x).
 2. Storage overhead: the per-trial cost of what autokd asks of the storage in a demo-study trial, with a
    no-op training step: under the study lock the loop's own reads (the counts that decide whether to start
-   a trial; every 5 s, tidy: dead, unclaimed and stale trials) and the ask; then the worker, the recipe, 15 epochs of
-   intermediate values each followed by the median pruner's decision, the metrics, and the tell. On SQLite,
+   a trial; every 5 s, tidy: dead, unclaimed and stale trials) and the ask; then the worker, the recipe's
+   parameters (the demo space suggested by a random sampler: the sampler's own time is not storage), the
+   recipe, 15 epochs of intermediate values each followed by the median pruner's decision, the metrics, and
+   the tell. On SQLite,
    a journal file and PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``), as a fraction of one trial of
    the demo study (3 seeds x 15 epochs of a CE-only student, the cheapest; goal: <= 2 %) and of one 1-epoch
    fit.
@@ -101,11 +103,12 @@ def storage_overhead(args, tmp: Path) -> None:
 
     from autokd import data
     from autokd.config import StudyConfig
-    from autokd.recipe import Recipe, StudentSpec, TermSpec
+    from autokd.recipe import Recipe, StudentSpec
+    from autokd.search import SearchSpace
     from autokd.search import trial_record as tr
     from autokd.search.backends.optuna_backend import Decider, make_pruner, run_one_trial
     from autokd.search.backends.storage import open_study, study_lock
-    from autokd.search.batched_writes import IntermediateValues
+    from autokd.search.batched_writes import IntermediateValues, deferred_params
     from autokd.search.objective import report_epoch
     from autokd.train import Trainer
     from autokd.train.threads import default_cpu_threads
@@ -124,13 +127,14 @@ def storage_overhead(args, tmp: Path) -> None:
     for seed in range(3):  # one trial of the demo study: 3 seeds x 15 epochs (CE-only: KD only adds to it)
         trainer.fit(recipe.with_seed(seed), epochs=15, measure=False)
     trial_s = time.perf_counter() - t0
-    kd = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 3}), ce_weight=0.1,
-                terms=[TermSpec(loss="kd", weight=0.9, params={"temperature": 4.0})])
+    space = SearchSpace.load(ROOT / "search_spaces" / "digits.yaml")
     metrics = {"val_acc": 0.9, "best_val_acc": 0.9, "params": 1000, "flops": 10_000, "latency_ms": 0.1, "epochs": 1,
                "train_time_s": 1.0, "epoch_time_s": 1.0}
 
     def objective(trial):  # what Objective does around training
-        tr.record_recipe(trial, kd)
+        with deferred_params(trial):  # what Objective.recipe_for does
+            recipe = space.suggest(trial)
+        tr.record_recipe(trial, recipe)
         values = IntermediateValues(trial)
         for epoch in range(15):  # a demo trial reports each epoch of its first seed and asks the pruner
             if report_epoch(trial, epoch, 0.5 + 0.01 * epoch, prunable=True, multi=False, values=values):

@@ -1,6 +1,6 @@
 """Fewer, larger storage writes for what a trial records: several user attributes in ONE write
-(:func:`set_user_attrs`), and per-epoch intermediate values written at most once a second
-(:class:`IntermediateValues`).
+(:func:`set_user_attrs`), a trial's suggested parameters in ONE write (:func:`deferred_params`), and per-epoch
+intermediate values written at most once a second (:class:`IntermediateValues`).
 
 Optuna offers only ``Trial.set_user_attr`` (one key per call). On an RDB storage every call is its own session:
 it loads the trial row, checks that it is still updatable, upserts one row and commits -- about 1 ms each on
@@ -9,6 +9,11 @@ autokd writes them in groups (what a trial is before it trains; what it produced
 group into one transaction: one trial check and one multi-row upsert into Optuna's own
 ``trial_user_attributes`` table, with the very values ``set_user_attr`` would store (``json.dumps``), so
 Optuna, optuna-dashboard and older autokd read them as before.
+
+Each ``trial.suggest_*`` is its own transaction the same way (trial check, a query for the parameter's
+distribution in earlier trials unless cached, insert, commit: ~0.8 ms on SQLite, ~2 ms on PostgreSQL), and a
+recipe takes 4-8 of them. Inside :func:`deferred_params` they are checked and kept, then written in one
+transaction through Optuna's own ``_set_trial_param_without_commit`` (the same rows and checks).
 
 Intermediate values (``Trial.report``) are one write per epoch the same way (~1 ms on SQLite, ~3 ms on
 PostgreSQL: 15-45 ms for a 15-epoch trial). :class:`IntermediateValues` keeps each value in the live trial at
@@ -24,12 +29,13 @@ models; any other storage (in-memory, journal file, gRPC proxy) and anything tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["set_user_attrs", "IntermediateValues"]
+__all__ = ["set_user_attrs", "deferred_params", "IntermediateValues"]
 
 
 def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
@@ -88,6 +94,70 @@ def _rdb_upsert(trial: Any, attrs: Mapping[str, Any]) -> bool:
     _upsert(backend, trial._trial_id, models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",))
     trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr keeps in step with storage
     return True
+
+
+class _DeferredParams:
+    """The trial's storage, except that ``set_trial_param`` of this trial is kept for one later write."""
+
+    def __init__(self, storage: Any, trial_id: int) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self.pending: list[tuple[str, float, Any]] = []
+
+    def set_trial_param(self, trial_id: int, name: str, value: float, distribution: Any) -> None:
+        if trial_id != self._trial_id:
+            self._storage.set_trial_param(trial_id, name, value, distribution)
+            return
+        from optuna.distributions import check_distribution_compatibility
+
+        known = _known_distribution(self._storage, trial_id, name)
+        if known is not None:  # the error Optuna raises at this call, raised at the same call
+            check_distribution_compatibility(known, distribution)
+        self.pending.append((name, value, distribution))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def _known_distribution(storage: Any, trial_id: int, name: str) -> Any:
+    """The distribution that ``_CachedStorage`` holds for parameter ``name`` of the trial's study, if any."""
+    with storage._lock:
+        study_id, _ = storage._trial_id_to_study_id_and_number[trial_id]
+        return storage._studies[study_id].param_distribution.get(name)
+
+
+@contextlib.contextmanager
+def deferred_params(trial: Any) -> Iterator[None]:
+    """Inside: ``trial.suggest_*`` samples, checks and returns as usual (the live trial holds every value at
+    once); on leaving, the parameters reach an RDB storage in one transaction -- with the checks Optuna's
+    own write makes (trial still running, distribution compatible with the study's). Leaving by an exception
+    writes nothing (the trial fails). Other storages are written at each call, as usual."""
+    backend = _rdb_backend(trial)
+    storage = getattr(trial, "storage", None)
+    if backend is None or not hasattr(storage, "_trial_id_to_study_id_and_number"):
+        yield
+        return
+    proxy = _DeferredParams(storage, trial._trial_id)
+    trial.storage = proxy
+    try:
+        yield
+    finally:
+        trial.storage = storage
+    if proxy.pending:
+        _write_params(storage, backend, trial._trial_id, proxy.pending)
+
+
+def _write_params(storage: Any, backend: Any, trial_id: int, params: list[tuple[str, float, Any]]) -> None:
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with storage._lock:  # what _CachedStorage.set_trial_param does, for every parameter in one session
+        study_id, _ = storage._trial_id_to_study_id_and_number[trial_id]
+        known = storage._studies[study_id].param_distribution
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for name, value, distribution in params:
+                backend._set_trial_param_without_commit(session, trial_id, name, value, distribution,
+                                                        known.get(name))
+        for name, _value, distribution in params:
+            known.setdefault(name, distribution)
 
 
 class IntermediateValues:

@@ -12,7 +12,7 @@ from ..files import atomic_write_text
 from ..recipe import Recipe
 from ..train.trainer import TrainingDiverged
 from . import trial_record as tr
-from .batched_writes import IntermediateValues
+from .batched_writes import IntermediateValues, deferred_params
 
 if TYPE_CHECKING:
     from ..context import StudyContext
@@ -136,7 +136,8 @@ class Objective:
                                          temperature=search.baseline_temperature, kd_weight=search.baseline_kd_weight,
                                          ce_weight=search.baseline_ce_weight)
         else:
-            recipe = self.space.suggest(trial)
+            with deferred_params(trial):  # the recipe's 4-8 parameters reach the storage in one write
+                recipe = self.space.suggest(trial)
         recipe.seed = self.ctx.cfg.seed
         if self.epochs:
             recipe.optim.epochs = self.epochs  # the recipe records exactly what was trained

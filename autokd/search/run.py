@@ -38,8 +38,8 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
     study (it seeds the sampler; default ``host:pid``)."""
     from .._version import __version__
     from . import samplers
-    from .backends.optuna_backend import enqueue_baselines, make_pruner, make_sampler, run_optuna
-    from .backends.storage import open_study, study_lock
+    from .backends.optuna_backend import make_pruner, make_sampler
+    from .backends.storage import close_lock_connections, open_study
     from .validate import check_fingerprint, validate_study
     from .weight_ranges import space_for_study
 
@@ -56,6 +56,21 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
                        (tr.StudyKey.TEACHER, {k: v for k, v in ctx.teacher_info.items() if k != "config"}),
                        (tr.StudyKey.MULTI_OBJECTIVE, multi)):
         study.set_user_attr(key.value, value)
+    try:
+        _run(cfg, space, study, ctx, trials=trials, timeout=timeout, progress=progress, log=log, worker=worker,
+             multi=multi, fingerprint=fingerprint)
+    finally:
+        close_lock_connections()
+    if best_trial(study) is not None:
+        export_best(cfg, study, cfg.study_dir / "best_recipe.yaml")
+    return study
+
+
+def _run(cfg: StudyConfig, space, study, ctx, *, trials, timeout, progress, log, worker, multi, fingerprint) -> None:
+    """The search itself: DisWOT's rank-then-train, or the Optuna / Ray Tune loop."""
+    from .backends.optuna_backend import enqueue_baselines, run_optuna
+    from .backends.storage import study_lock
+
     if cfg.search.mode == "diswot":
         from .diswot import run_diswot
 
@@ -71,6 +86,3 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
         run(ctx, space, study, trials=trials or cfg.search.trials, timeout=timeout or cfg.search.timeout,
             epochs=cfg.search.epochs, multi_objective=multi, progress=progress, worker=worker,
             fingerprint=fingerprint)
-    if best_trial(study) is not None:
-        export_best(cfg, study, cfg.study_dir / "best_recipe.yaml")
-    return study

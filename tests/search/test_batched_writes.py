@@ -1,5 +1,5 @@
-"""Grouped writes: several user attributes in one write, and intermediate values written together, stored
-exactly as Optuna's ``set_user_attr`` / ``report`` store them, on SQLite, PostgreSQL, a journal file and in
+"""Grouped writes: several user attributes in one write, a trial's parameters in one write, and intermediate
+values written together, stored exactly as Optuna's ``set_user_attr`` / ``report`` store them, on SQLite, PostgreSQL, a journal file and in
 memory; refused on a finished trial; visible on the live trial at once."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from autokd.search.backends.storage import make_storage
-from autokd.search.batched_writes import IntermediateValues, set_user_attrs
+from autokd.search.batched_writes import IntermediateValues, deferred_params, set_user_attrs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -131,3 +131,73 @@ def test_intermediate_values_are_written_once_the_interval_has_passed(tmp_path):
         values.flush()
     with pytest.raises(ValueError, match="non-negative"):
         IntermediateValues(study.ask()).report(0.5, -1)
+
+
+def _suggest_all(trial) -> dict:
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True), "width": trial.suggest_int("width", 1, 8),
+            "loss": trial.suggest_categorical("loss", ["kd", "dkd", "mlkd"]),
+            "t": trial.suggest_float("t", 1.0, 8.0, step=0.5)}
+
+
+def _stored_params(study):
+    return [(t.params, t.distributions) for t in study.get_trials()]
+
+
+def test_deferred_params_store_what_suggest_stores(storage):
+    sampler = optuna.samplers.RandomSampler(seed=7)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=sampler)
+    plain = study.ask()
+    want = _suggest_all(plain)
+    study.sampler = optuna.samplers.RandomSampler(seed=7)  # the same draws again
+    deferred = study.ask()
+    commits = _count_commits(storage)
+    with deferred_params(deferred):
+        got = _suggest_all(deferred)
+        assert deferred.params == want  # the live trial holds every value at once
+    assert got == want
+    if commits is not None:  # an RDB storage: one transaction for the four parameters
+        assert commits["n"] == 1
+    assert deferred.suggest_int("width", 1, 8) == want["width"]  # suggested again: the stored value
+    study.tell(plain, 1.0)
+    study.tell(deferred, 1.0)
+    fresh = optuna.load_study(study_name="s", storage=storage)
+    (p_plain, d_plain), (p_deferred, d_deferred) = _stored_params(fresh)
+    assert p_plain == p_deferred == want
+    assert d_plain == d_deferred
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_deferred_params_refuse_an_incompatible_distribution(tmp_path, request, kind):
+    """Optuna refuses a parameter whose distribution differs from the study's: at the call when this process
+    knows the study's distribution, else (a distribution only stored by another process) on leaving, with
+    nothing of the trial's parameters written."""
+    url = f"sqlite:///{tmp_path / 'a.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    study = optuna.create_study(storage=make_storage(url), study_name="s")
+    first = study.ask()
+    first.suggest_float("x", 0.0, 1.0)
+    study.tell(first, 1.0)
+    trial = study.ask()
+    with deferred_params(trial), pytest.raises(ValueError):
+        trial.suggest_int("x", 0, 3)  # refused at the call, as without deferral
+    other = optuna.load_study(study_name="s", storage=make_storage(url))  # another process: nothing cached
+    trial = other.ask()
+    with pytest.raises(ValueError), deferred_params(trial):
+        trial.suggest_float("y", 0.0, 1.0)
+        trial.suggest_int("x", 0, 3)
+    assert optuna.load_study(study_name="s", storage=make_storage(url)).get_trials()[-1].params == {}
+
+
+def test_deferred_params_are_refused_by_a_finished_trial_and_dropped_on_error(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), deferred_params(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        optuna.load_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'a.db'}")).tell(
+            trial.number, state=optuna.trial.TrialState.FAIL)  # e.g. failed as stale by another worker
+    trial = study.ask()
+    with pytest.raises(KeyError), deferred_params(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        raise KeyError("a fault while suggesting")
+    assert trial.storage is study._storage  # the trial writes directly again
+    assert [t.params for t in optuna.load_study(study_name="s", storage=storage).get_trials()] == [{}, {}]

@@ -165,16 +165,17 @@ def run_one_trial(study, trial, objective) -> Any:
             tr.record_interrupted(trial, e.signal_name)
         except Exception as e:  # recorded, then re-raised below
             state, error = optuna.trial.TrialState.FAIL, e
+    frozen = None
     try:  # a trial another worker already failed as stale stays failed: its retry runs elsewhere
         if state == optuna.trial.TrialState.COMPLETE:
-            study.tell(trial, values, skip_if_finished=True)
+            frozen = study.tell(trial, values, skip_if_finished=True)
         else:
-            study.tell(trial, state=state, skip_if_finished=True)
+            frozen = study.tell(trial, state=state, skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:  # ... failed between tell's check and its update
         pass
     if error is not None:
         raise error
-    return study._storage.get_trial(trial._trial_id)
+    return frozen if frozen is not None else study._storage.get_trial(trial._trial_id)
 
 
 def tidy(study, cfg, space) -> None:
