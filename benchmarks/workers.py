@@ -5,7 +5,8 @@
 1. Throughput: the same digits study (the demo's space, ``--trials`` searched trials of ``--epochs`` epochs,
    plus its baselines) run by ONE worker with one thread and with all cores' threads, then by TWO workers with
    half the threads each (``autokd search --worker k --threads t``), from the same stored teacher. Prints
-   trials/hour and the ratio of two workers to the faster single worker (goal on 2 cores: >= 1.8x).
+   trials/hour and the ratio of two workers to the faster single worker (goal on 2 cores: >= 1.8x); then the
+   machine's own ceiling for that ratio: one fixed training alone vs two at once, no engine involved.
 2. Storage overhead: the per-trial cost of what autokd asks of the storage in a demo-study trial, with a
    no-op training step: under the study lock the loop's own reads (the counts that decide whether to start
    a trial; every 5 s, tidy: dead, unclaimed and stale trials) and the ask; then the worker, the recipe's
@@ -84,6 +85,47 @@ def throughput(args, tmp: Path) -> None:
         one = max(r[col] for r in rows if r[0] == 1)
         two = max(r[col] for r in rows if r[0] == 2)
         print(f"2 workers / the faster single worker, {what}: {two / one:.2f}x (goal >= 1.8x)")
+    alone, together = machine_ceiling(args.epochs)
+    print(f"the machine's own ceiling: the same fixed training (digits CNN, 1 thread, {args.epochs} epochs x 3) "
+          f"takes {alone:.2f} s alone and {together:.2f} s when two processes run it at once: 2 processes "
+          f"train {2 * alone / together:.2f}x as much per second as one, with no autokd engine involved")
+
+
+_TRAIN = """
+import sys, time, torch
+torch.set_num_threads(1)
+from autokd import data
+from autokd.recipe import Recipe, StudentSpec
+from autokd.train import Trainer
+bundle = data.create("digits", train_fraction=0.25)
+trainer = Trainer(bundle, device="cpu")
+recipe = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 3}), ce_weight=1.0)
+trainer.fit(recipe, epochs=1, measure=False)
+sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
+t0 = time.perf_counter()
+for seed in range(3):
+    trainer.fit(recipe.with_seed(seed), epochs=int(sys.argv[1]), measure=False)
+print(time.perf_counter() - t0)
+"""
+
+
+def machine_ceiling(epochs: int) -> tuple[float, float]:
+    """Seconds of one fixed CPU training alone, and the mean when two processes run it at the same moment
+    (each started, warmed up, then released together): how much two trainings slow each other down."""
+    def run(n: int) -> list[float]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        procs = [subprocess.Popen([sys.executable, "-c", _TRAIN, str(epochs)], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone = min(run(1)[0] for _ in range(2))
+    together = sum(run(2)) / 2
+    return alone, together
 
 
 def trial_span(db: Path) -> float:

@@ -42,6 +42,8 @@ __all__ = [
     "record_diswot",
     "record_worker",
     "record_interrupted",
+    "retry_attrs",
+    "retry_of",
     "worker_of",
     "StudyKey",
     "METRICS",
@@ -198,7 +200,28 @@ def record_diswot(rank: int, score: float, proxy: str, key: str) -> dict[str, An
             Key.DISWOT_KEY.value: key}
 
 
+#: what a trial is before it runs, set when it is enqueued (a baseline; a DisWOT candidate): a retry keeps them
+ENQUEUED = (Key.BASELINE, Key.BASELINE_STUDENT, Key.BASELINE_STUDENT_LABEL, Key.DISWOT_RANK, Key.DISWOT_KEY,
+            Key.PROXY_SCORE, Key.PROXY)
+
+
+def retry_attrs(failed: Any) -> dict[str, Any]:
+    """The user attributes of the retry of ``failed``: what it was enqueued as (:data:`ENQUEUED`) and
+    :attr:`Key.RETRY_OF` (its number) -- nothing of the failed run (worker, recipe record, metrics, prune or
+    fail reason, interruption), which the retry records afresh."""
+    attrs = _attrs(failed)
+    out = {k.value: attrs[k.value] for k in ENQUEUED if k.value in attrs}
+    out[Key.RETRY_OF.value] = failed.number
+    return out
+
+
 # ------------------------------------------------------------------------------------------ readers
+def retry_of(t: Any) -> int | None:
+    """The number of the failed trial this one retries (``None``: not a retry)."""
+    v = _attrs(t).get(Key.RETRY_OF.value)
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 def baseline_of(t: Any) -> Baseline | None:
     return Baseline.parse(_attrs(t).get(Key.BASELINE.value))
 

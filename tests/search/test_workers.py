@@ -128,8 +128,53 @@ def test_kill_9_then_rerun_fails_the_dead_trial_at_once_and_completes(tmp_path):
     study = load_study(cfg)
     dead = study.trials[victim.number]
     assert dead.state == optuna.trial.TrialState.FAIL and "died" in tr.fail_reason_of(dead)
+    _check_clean_retry(study, dead)
     assert time.time() - t0 < 300
     _check_study(study, trials=3, students=2)
+
+
+def _check_clean_retry(study, dead) -> None:
+    """The dead trial's retry ran to completion as what the dead one was enqueued as, and carries nothing of
+    the failed run."""
+    (retry,) = [t for t in study.trials if tr.retry_of(t) == dead.number]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == dead.number
+    assert tr.baseline_of(retry) == tr.baseline_of(dead) and retry.params == dead.params
+    assert tr.fail_reason_of(retry) is None and tr.worker_of(retry) != tr.worker_of(dead)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_retry_is_optunas_retry_with_a_clean_record(tmp_path):
+    """``RetryTrial`` enqueues what Optuna's ``RetryHeartbeatStaleTrialCallback`` enqueues (parameters, distributions,
+    ``failed_trial``, ``retry_history``, at most two retries), but of the user attributes only what the trial
+    was enqueued as, plus ``retry_of``."""
+    from autokd.search.backends.workers import RetryTrial
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    study.enqueue_trial({"x": 0.25}, user_attrs=tr.baseline_attrs(tr.Baseline.KD, None))
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    tr.record_worker(trial, "host:1")
+    tr.record_metrics(trial, {"val_acc": 0.5, "epochs": 3})
+    tr.record_failed(trial, "worker host:1 died while running this trial")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    ours, theirs = optuna.create_study(), optuna.create_study()
+    failed = study.trials[0]
+    for _ in range(2):  # the first run's retry, the retry's retry
+        RetryTrial()(ours, failed)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(theirs, failed)
+        mine, ref = ours.trials[-1], theirs.trials[-1]
+        assert (mine.params, mine.distributions, mine.system_attrs) == (ref.params, ref.distributions,
+                                                                        ref.system_attrs)
+        assert mine.user_attrs == {**tr.baseline_attrs(tr.Baseline.KD, None), "retry_of": failed.number}
+        assert ref.user_attrs == failed.user_attrs  # Optuna's copies the failed run's record
+        failed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=mine.params,
+                                           distributions=mine.distributions, user_attrs=failed.user_attrs,
+                                           system_attrs=mine.system_attrs)
+        failed.number = mine.number
+    RetryTrial()(ours, failed)  # the second retry failed too: no third
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(theirs, failed)
+    assert len(ours.trials) == len(theirs.trials) == 2
 
 
 def test_a_killed_workers_trial_is_retried_by_another_after_the_heartbeat_grace(tmp_path):
@@ -147,7 +192,7 @@ def test_a_killed_workers_trial_is_retried_by_another_after_the_heartbeat_grace(
     study = load_study(cfg)
     dead = study.trials[victim.number]
     assert dead.state == optuna.trial.TrialState.FAIL and tr.fail_reason_of(dead) is None  # failed by heartbeat
-    assert any(t.system_attrs.get("failed_trial") == victim.number for t in study.trials)  # and retried
+    _check_clean_retry(study, dead)
     _check_study(study, trials=4, students=2)
 
 

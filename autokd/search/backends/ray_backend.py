@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import AutoKDError, ConfigError
 from .. import trial_record as tr
+from ..batched_writes import IntermediateValues
 from ..objective import Objective, Outcome, report_epoch, train_trial
 from .optuna_backend import (
     Decider,
@@ -42,7 +43,7 @@ from .optuna_backend import (
 )
 from .ray_processes import descendants, reap_orphans, remember_processes, stop_processes
 from .storage import study_lock
-from .workers import worker_id
+from .workers import RetryTrial, worker_id
 
 if TYPE_CHECKING:
     from ...config import StudyConfig
@@ -149,6 +150,16 @@ class _Live:
     recipe: Any
     heartbeat: contextlib.ExitStack
     prunable: bool
+    values: Any  # its IntermediateValues: epochs reach the storage at most once a second
+
+    def flush(self) -> None:
+        """Write the epochs not yet stored (a trial that another worker failed as stale refuses them)."""
+        import optuna
+
+        try:
+            self.values.flush()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
 
 
 class StudySearcher:
@@ -197,7 +208,7 @@ class StudySearcher:
                 self._finished(frozen)
                 continue
             prunable = not tr.is_baseline(trial)
-            self.live[trial_id] = _Live(trial, recipe, beat, prunable)
+            self.live[trial_id] = _Live(trial, recipe, beat, prunable, IntermediateValues(trial))
             return {"number": trial.number, "prunable": prunable and not self.objective.multi,
                     "recipe": json.dumps(recipe.to_dict(), separators=(",", ":")),
                     "seeds": list(self.objective.seeds), "epochs": self.objective.trial_epochs(recipe)}
@@ -214,6 +225,7 @@ class StudySearcher:
         if live is None:
             return
         live.heartbeat.close()
+        live.flush()
         raw = (result or {}).get("outcome")
         try:
             if raw is None:  # the worker died (or Ray stopped it) before reporting an outcome
@@ -238,10 +250,10 @@ class StudySearcher:
         """Fail a trial whose worker is gone and enqueue its retry (as a dead worker's trial is)."""
         import optuna
 
+        live.flush()
         tr.record_failed(live.trial, reason)
-        self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
-        frozen = self.study._storage.get_trial(live.trial._trial_id)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(self.study, frozen)
+        frozen = self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
+        RetryTrial()(self.study, frozen)
         return frozen
 
     def abandon(self, signal_name: str | None) -> None:
@@ -253,6 +265,7 @@ class StudySearcher:
             live = self.live.pop(trial_id)
             live.heartbeat.close()
             if signal_name is not None:
+                live.flush()
                 tr.record_interrupted(live.trial, signal_name)
                 self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
             else:
@@ -273,7 +286,7 @@ class StudyScheduler:
         live = self.searcher.live.get(trial.trial_id)
         if live is not None and "epoch" in result:
             stop = report_epoch(live.trial, int(result["epoch"]), float(result["val_acc"]),
-                                prunable=live.prunable, multi=self.searcher.objective.multi)
+                                prunable=live.prunable, multi=self.searcher.objective.multi, values=live.values)
             if stop:
                 ray.get(self.searcher.board.prune.remote(live.trial.number))
         return "CONTINUE"

@@ -85,6 +85,8 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
 
     import optuna
 
+    from .workers import RetryTrial
+
     kind = storage_kind(url)
     check_storage_url(url)
     if kind == "memory":
@@ -104,7 +106,7 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
             _sqlalchemy_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            heartbeat_stale_trial_callback=RetryTrial(),
             **kwargs,
         )
     if kind == "sqlite":

@@ -15,7 +15,10 @@ import socket
 from ...fingerprint import config_hash
 from .. import trial_record as tr
 
-__all__ = ["worker_id", "run_seed", "fail_dead_local_trials", "fail_unclaimed_trials", "pid_alive"]
+__all__ = ["worker_id", "run_seed", "fail_dead_local_trials", "fail_unclaimed_trials", "pid_alive", "RetryTrial"]
+
+#: how many times a failed trial is retried (its first run, then at most this many retries)
+MAX_RETRY = 2
 
 
 def _host() -> str:
@@ -33,6 +36,28 @@ def run_seed(study_seed: int, worker: str | int, n_trials: int) -> int:
     trials already in storage, so a resumed run or a second worker never replays another's draws, and the
     same (seed, worker, storage state) reproduces the same draws."""
     return int(config_hash({"seed": study_seed, "worker": str(worker), "trials": n_trials}), 16) % (2**31 - 1)
+
+
+class RetryTrial:
+    """Enqueue a failed trial again: Optuna's ``RetryHeartbeatStaleTrialCallback`` (same parameters and distributions;
+    system attributes ``failed_trial`` -- the first failed run -- and ``retry_history``; at most ``max_retry``
+    retries), except that the retry starts clean: its user attributes are what the trial was enqueued as plus
+    ``retry_of`` (:func:`~..trial_record.retry_attrs`), not the failed run's worker, metrics and fail reason.
+    Also the storage's heartbeat callback (a stale trial)."""
+
+    def __init__(self, max_retry: int = MAX_RETRY) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        system_attrs = {"failed_trial": trial.number, **trial.system_attrs, "retry_history": history}
+        study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING, params=trial.params,
+                                            distributions=trial.distributions, user_attrs=tr.retry_attrs(trial),
+                                            system_attrs=system_attrs))
 
 
 def pid_alive(pid: int) -> bool:
@@ -53,7 +78,7 @@ def fail_dead_local_trials(study) -> list[int]:
     host = _host()
     me = os.getpid()
     failed = []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+    retry = RetryTrial()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         who = tr.worker_of(t)
         if who is None or who[0] != host or who[1] == me or pid_alive(who[1]):
@@ -74,7 +99,7 @@ def fail_unclaimed_trials(study, grace_s: float) -> list[int]:
 
     now = datetime.datetime.now()
     failed = []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+    retry = RetryTrial()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         start = t.datetime_start
         if tr.worker_of(t) is not None or start is None or (now - start).total_seconds() < grace_s:
