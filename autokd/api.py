@@ -28,7 +28,8 @@ def load_study_config(study: str | Path | StudyConfig) -> StudyConfig:
 def run_search(study, *, trials: int | None = None, timeout: float | None = None, progress=None, log=print,
                worker: str | int | None = None, allow_changed: bool = False):
     """Run or resume a study; returns the ``optuna.Study``. Writes ``best_recipe.yaml`` in the study folder.
-    Several processes may run it on one study at once (``worker`` names each; default host:pid)."""
+    Several processes may run it on one study at once (``worker`` names each and seeds its sampler; default:
+    the run's place in the study's run register)."""
     from .search.run import run_search as _run
 
     return _run(load_study_config(study), trials=trials, timeout=timeout, progress=progress, log=log, worker=worker,

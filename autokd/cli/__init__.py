@@ -40,7 +40,8 @@ def search(
     device: Optional[str] = typer.Option(None, "--device", help="override the study's device (auto, cpu, cuda:N); "
                                          "run one worker per GPU on a shared storage to use many GPUs"),
     worker: Optional[str] = typer.Option(None, "--worker", help="this worker's name when several share the "
-                                         "study (seeds its sampler; default host:pid)"),
+                                         "study (seeds its sampler; default: the run's place in the study's run "
+                                         "register, so one worker's study is reproducible)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads of this process "
                                           "(with N workers on one machine: cores / N)"),
     allow_changed: bool = typer.Option(False, "--allow-changed", help="resume although the study's teacher, "

@@ -35,7 +35,7 @@ def run_search(cfg: StudyConfig, *, trials: int | None = None, timeout: float | 
     Everything is validated before anything trains; a study whose teacher, data or space changed since it
     was created is not resumed unless ``allow_changed``. Terms the space leaves without ``weight`` search
     their loss's weight range for the study's models (:mod:`.weight_ranges`). ``worker`` names this worker when several share the
-    study (it seeds the sampler; default ``host:pid``)."""
+    study (it seeds the sampler; default: the run's place in the study's run register)."""
     from .._version import __version__
     from . import samplers
     from .backends.optuna_backend import make_pruner, make_sampler

@@ -47,6 +47,8 @@ __all__ = [
     "worker_of",
     "StudyKey",
     "METRICS",
+    "record_run",
+    "runs_of",
 ]
 
 
@@ -114,6 +116,7 @@ class StudyKey(str, Enum):
     DISWOT = "diswot"
     FINGERPRINT = "fingerprint"  # {id, teacher, data, space}: what defines the study's trials
     FINGERPRINT_HISTORY = "fingerprint_history"  # changes accepted with --allow-changed
+    RUNS = "runs"  # one record per search run started on the study: who, its sampler seed, what was stored
 
 
 #: the metrics the objective records on every trained trial
@@ -200,6 +203,14 @@ def record_diswot(rank: int, score: float, proxy: str, key: str) -> dict[str, An
             Key.DISWOT_KEY.value: key}
 
 
+def record_run(study: Any, run: Mapping[str, Any]) -> int:
+    """Append ``run`` to the study's run register (call under the study lock); returns its index (0 for the
+    study's first run)."""
+    runs = runs_of(study)
+    study.set_user_attr(StudyKey.RUNS.value, [*runs, dict(run)])
+    return len(runs)
+
+
 #: what a trial is before it runs, set when it is enqueued (a baseline; a DisWOT candidate): a retry keeps them
 ENQUEUED = (Key.BASELINE, Key.BASELINE_STUDENT, Key.BASELINE_STUDENT_LABEL, Key.DISWOT_RANK, Key.DISWOT_KEY,
             Key.PROXY_SCORE, Key.PROXY)
@@ -216,6 +227,12 @@ def retry_attrs(failed: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ readers
+def runs_of(study: Any) -> list[dict[str, Any]]:
+    """The study's run register: one record per search run, in the order they started."""
+    runs = study.user_attrs.get(StudyKey.RUNS.value)
+    return [dict(r) for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+
 def retry_of(t: Any) -> int | None:
     """The number of the failed trial this one retries (``None``: not a retry)."""
     v = _attrs(t).get(Key.RETRY_OF.value)

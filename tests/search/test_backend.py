@@ -131,7 +131,7 @@ output_dir: shared
 data: {{name: digits, train_fraction: 0.15}}
 teacher: {{name: cnn, kwargs: {{width: 4}}, epochs: 1}}
 space: {space}
-search: {{sampler: random, pruner: none, trials: 6, baselines: false}}
+search: {{sampler: random, pruner: none, trials: 8, baselines: false}}
 """)
     study = search(StudyConfig.load(path), log=lambda *a: None)
     by_choice = {}

@@ -38,9 +38,9 @@ search: {{{storage_line}sampler: tpe, pruner: none, trials: {trials}, epochs: {e
     return path
 
 
-def _run_workers(path: Path, n: int, tmp: Path) -> list[str]:
+def _run_workers(path: Path, n: int, tmp: Path, *, named: bool = True) -> list[str]:
     logs = [tmp / f"worker{k}.log" for k in range(n)]
-    procs = [start_worker(path, "--worker", str(k), log=logs[k]) for k in range(n)]
+    procs = [start_worker(path, *(("--worker", str(k)) if named else ()), log=logs[k]) for k in range(n)]
     for p in procs:
         p.wait(timeout=600)
     out = [lg.read_text() for lg in logs]
@@ -72,9 +72,15 @@ def test_three_workers_share_one_study(kind, tmp_path, request):
     if kind == "postgresql":
         storage = request.getfixturevalue("postgres_url")
     path = _study(tmp_path, f"w3{kind}", storage, trials=6)
-    logs = _run_workers(path, 3, tmp_path)
+    logs = _run_workers(path, 3, tmp_path, named=kind != "journal")  # unnamed: seeded by their place in the register
     cfg = StudyConfig.load(path)
-    _check_study(load_study(cfg), trials=6, students=2)
+    study = load_study(cfg)
+    _check_study(study, trials=6, students=2)
+    runs = tr.runs_of(study)
+    assert len(runs) == 3 and len({r["worker"] for r in runs}) == 3 and len({r["sampler_seed"] for r in runs}) == 3
+    assert all(r["sampler_seed"] == run_seed(cfg.seed, r["name"], r["trials_stored"]) for r in runs)
+    if kind == "journal":
+        assert sorted(r["name"] for r in runs) == ["run 0", "run 1", "run 2"]
     # the teacher was trained by one worker; the others waited for it and reused it
     assert sum("teacher: training" in text for text in logs) == 1
     assert sum("teacher: reusing" in text for text in logs) == 2
@@ -92,6 +98,29 @@ def test_resume_never_replays_a_trial(tmp_path):
         assert p.wait(timeout=600) == 0, (tmp_path / f"run{n}.log").read_text()[-2000:]
     study = load_study(StudyConfig.load(path))
     _check_study(study, trials=5, students=2)
+
+
+def test_a_study_run_by_one_worker_is_reproducible(tmp_path):
+    """The same study file run twice from scratch (no ``--worker``) draws the same trials: the sampler seed
+    comes from the study seed, the run's place in the register and the trials stored, not from the process;
+    a resume is registered as the next run and draws new trials."""
+    from autokd.search.run import run_search
+
+    params = []
+    for copy in ("a", "b"):  # two processes (a seed from the process would differ)
+        (tmp_path / copy).mkdir()
+        path = _study(tmp_path / copy, "same", None, trials=3)
+        p = start_worker(path, log=tmp_path / f"{copy}.log")
+        assert p.wait(timeout=600) == 0, (tmp_path / f"{copy}.log").read_text()[-2000:]
+        cfg = StudyConfig.load(path)
+        study = load_study(cfg)
+        params.append([t.params for t in study.trials if not tr.is_baseline(t)])
+        assert [(r["name"], r["trials_stored"]) for r in tr.runs_of(study)] == [("run 0", 4)]  # the 4 baselines
+    assert params[0] == params[1] and len(params[0]) == 3
+    study = run_search(cfg, trials=4, log=lambda *a: None)  # a resume: the second run
+    runs = tr.runs_of(study)
+    assert [r["name"] for r in runs] == ["run 0", "run 1"] and runs[1]["trials_stored"] == 7
+    assert runs[1]["sampler_seed"] == run_seed(cfg.seed, "run 1", 7) != runs[0]["sampler_seed"]
 
 
 def test_run_seed_differs_per_worker_and_per_run():

@@ -221,20 +221,36 @@ class Decider:
         return step
 
 
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
 def start_run(ctx: StudyContext, space: SearchSpace, study, *, trials: int, epochs: int | None,
               multi_objective: bool, progress, worker: str | int | None, fingerprint: str | None
               ) -> tuple[Objective, int]:
     """What every backend does before its first trial: the objective; under the study lock, tidy the study
-    (dead trials, missing baselines) and count what is stored; a sampler seeded for this run and worker (a
-    resume or a second worker never replays a trial). Returns the objective and the stored trial count."""
+    (dead trials, missing baselines), count what is stored and register the run; a sampler seeded for this
+    run and worker (a resume or a second worker never replays a trial). Returns the objective and the stored
+    trial count.
+
+    The seed comes from the study seed, the number of trials stored and the worker's name -- ``--worker``,
+    else the run's place in the study's run register (``run 0`` for the first run): a study run by one
+    worker is reproducible (same study file, same seed, same trials), while workers started together still
+    draw apart. The register records each run's worker, seed and stored trial count."""
     cfg = ctx.cfg
     objective = Objective(ctx, space, epochs=epochs, multi_objective=multi_objective, progress=progress,
                           fingerprint=fingerprint)
     with study_lock(cfg):
         tidy(study, cfg, space)
         n_stored = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(cfg, space, seed=run_seed(cfg.seed, worker if worker is not None else worker_id(),
-                                                           n_stored))
+        index = len(tr.runs_of(study))
+        name = str(worker) if worker is not None else f"run {index}"
+        seed = run_seed(cfg.seed, name, n_stored)
+        tr.record_run(study, {"worker": worker_id(), "name": name, "sampler_seed": seed,
+                              "trials_stored": n_stored, "started": _now()})
+    study.sampler = make_sampler(cfg, space, seed=seed)
     if progress is not None:
         progress.search_started(study, max(0, trials - counted(study)) + waiting(study), trials)
     return objective, n_stored
