@@ -60,12 +60,14 @@ def export_recipe(study, path: str | Path | None = None) -> Path:
 
 def train_recipe(recipe: str | Path | Recipe, *, study=None, seeds: int | None = None, epochs: int | None = None,
                  baselines: bool = True, log=print) -> Any:
-    """Retrain a recipe for several seeds beside its CE-only and KD baselines; returns a ``FinalResult``.
+    """Retrain a recipe for several seeds beside its CE-only and KD baselines (with the recipe's optimiser,
+    and with the study space's default optimiser when it differs); returns a ``FinalResult``.
 
     The study (for data and teacher) defaults to the one recorded in the recipe's provenance.
     """
     from .context import StudyContext
     from .retrain import retrain
+    from .search.run import open_space
     from .train import check_recipe
 
     r = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
@@ -76,9 +78,10 @@ def train_recipe(recipe: str | Path | Recipe, *, study=None, seeds: int | None =
             raise ConfigError("train: the recipe records no study; pass --study STUDY.yaml")
         study = src
     cfg = load_study_config(study)
+    default_optim = open_space(cfg).default_optim() if baselines else None  # before the teacher: bad YAML fails fast
     ctx = StudyContext.open(cfg, log=log)
     return retrain(ctx, r, seeds=seeds or cfg.final.seeds, epochs=epochs or cfg.final.epochs,
-                   out_dir=cfg.study_dir / "final", log=log, baselines=baselines)
+                   out_dir=cfg.study_dir / "final", log=log, baselines=baselines, default_optim=default_optim)
 
 
 def trials_dataframe(study: Any) -> Any:

@@ -1,6 +1,13 @@
 """The multi-seed retrain: a finished recipe trained for several seeds beside its like-for-like baselines
 (CE-only and plain KD with the same student, optimiser and schedule), evaluated on the test split.
 
+A searched recipe's optimiser was tuned together with its losses: a KD loss at temperature T scales its
+gradient by about T^2, so the learning rate that suits the recipe can leave CE-only and plain KD far from
+converged in the same epochs -- and the like-for-like gain then measures the optimiser, not the distillation.
+So when the study's space has a default optimiser that differs from the recipe's, both baselines are also
+trained with it (same student, same epochs; runs ``kd_default_optim`` and ``ce_only_default_optim``), and the
+evidence reports the recipe's gain over the stronger of each pair (:mod:`autokd.report.data.evidence`).
+
 ``final/results.json`` holds, per run (``recipe``, ``kd``, ``ce_only``): test and validation accuracy per
 seed, their summary, the teacher-student fidelity on the test split (Stanton et al., "Does Knowledge
 Distillation Really Work?", NeurIPS 2021: top-1 agreement and predictive KL(p_t || p_s) at T = 1), and a
@@ -20,16 +27,17 @@ import torch
 
 from . import stats
 from .files import atomic_dir, atomic_write_text
-from .recipe import Recipe, TermSpec
+from .recipe import OptimSpec, Recipe, TermSpec
 
 if TYPE_CHECKING:
     from .context import StudyContext
 
-__all__ = ["retrain", "FinalResult", "baselines_for", "RESULTS_VERSION", "BASELINE_NAMES"]
+__all__ = ["retrain", "FinalResult", "baselines_for", "with_optimiser", "RESULTS_VERSION", "BASELINE_NAMES"]
 
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: the baselines also at the space's default optimiser
 #: run label -> how the report and the CLI name it
-BASELINE_NAMES = {"kd": "KD", "ce_only": "CE-only"}
+BASELINE_NAMES = {"kd": "KD", "ce_only": "CE-only", "kd_default_optim": "KD (default optimiser)",
+                  "ce_only_default_optim": "CE-only (default optimiser)"}
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -98,30 +106,45 @@ def _test_logits(model: torch.nn.Module, loader, device: torch.device) -> torch.
     return out
 
 
+def with_optimiser(recipe: Recipe, optim: OptimSpec) -> Recipe:
+    """``recipe`` trained with ``optim``'s optimiser and schedule, for the recipe's epochs and with its
+    precision and compile settings (how it runs, not what it learns)."""
+    r = recipe.model_copy(deep=True)
+    r.optim = optim.model_copy(update={"epochs": recipe.optim.epochs, "precision": recipe.optim.precision,
+                                       "compile": recipe.optim.compile})
+    return r
+
+
 def retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int = 5, epochs: int | None = None, out_dir: Path | None = None,
-            log=print, baselines: bool = True) -> FinalResult:
-    """Train ``recipe`` (and the CE-only / KD baselines, same student and optimiser) for each seed; the test
-    split is evaluated only here, on finished students (accuracy, and fidelity to the teacher when there is
-    one). ``out_dir`` (checkpoints + ``results.json``) is built in a temporary folder and swapped in whole at
-    the end: an interrupted retrain leaves the previous ``out_dir`` untouched."""
+            log=print, baselines: bool = True, default_optim: OptimSpec | None = None) -> FinalResult:
+    """Train ``recipe`` (and the CE-only / KD baselines, same student and optimiser; again with
+    ``default_optim``, the space's default optimiser, when it differs from the recipe's) for each seed; the
+    test split is evaluated only here, on finished students (accuracy, and fidelity to the teacher when there
+    is one). ``out_dir`` (checkpoints + ``results.json``) is built in a temporary folder and swapped in whole
+    at the end: an interrupted retrain leaves the previous ``out_dir`` untouched."""
+    kw = {"seeds": seeds, "epochs": epochs, "log": log, "baselines": baselines, "default_optim": default_optim}
     if out_dir is None:
-        return _retrain(ctx, recipe, seeds=seeds, epochs=epochs, out_dir=None, log=log, baselines=baselines)
+        return _retrain(ctx, recipe, out_dir=None, **kw)
     with atomic_dir(out_dir) as tmp:
-        res = _retrain(ctx, recipe, seeds=seeds, epochs=epochs, out_dir=tmp, log=log, baselines=baselines)
+        res = _retrain(ctx, recipe, out_dir=tmp, **kw)
     res.path = Path(out_dir) / "results.json"
     return res
 
 
 def _retrain(ctx: StudyContext, recipe: Recipe, *, seeds: int, epochs: int | None, out_dir: Path | None,
-             log, baselines: bool) -> FinalResult:
+             log, baselines: bool, default_optim: OptimSpec | None) -> FinalResult:
     if epochs:
         recipe = recipe.model_copy(deep=True)
         recipe.optim.epochs = epochs
     runs = {"recipe": recipe}
     if baselines:
         cfg = ctx.cfg.search
-        runs.update(baselines_for(recipe, temperature=cfg.baseline_temperature, kd_weight=cfg.baseline_kd_weight,
-                                  ce_weight=cfg.baseline_ce_weight))
+        kw = {"temperature": cfg.baseline_temperature, "kd_weight": cfg.baseline_kd_weight,
+              "ce_weight": cfg.baseline_ce_weight}
+        runs.update(baselines_for(recipe, **kw))
+        if default_optim is not None and with_optimiser(recipe, default_optim).optim != recipe.optim:
+            own = baselines_for(with_optimiser(recipe, default_optim), **kw)
+            runs.update({f"{label}_default_optim": r for label, r in own.items()})
     res = FinalResult(seeds=list(range(seeds)), description=recipe.describe(), sizes=dict(ctx.data.sizes))
     test_loader = ctx.data.loader("test", 512, shuffle=False)
     labels = torch.cat([y for _, y, _ in test_loader])

@@ -75,7 +75,16 @@ final: {{seeds: 2, epochs: 1}}
     assert len(acc["recipe"]) == len(acc["kd"]) == 2
     # the comparison the report and the CLI show is the paired interval of the per-seed accuracies
     assert final["comparison"]["recipe_vs_kd"] == paired_difference(acc["recipe"], acc["kd"], baseline="KD")
-    assert set(final["fidelity"]) == {"recipe", "kd", "ce_only"}
+    # the baselines are also trained with the space's default optimiser (same epochs) when the recipe's differs
+    from autokd.retrain import with_optimiser
+    from autokd.search import SearchSpace
+
+    default = with_optimiser(recipe, SearchSpace.load(ROOT / "search_spaces" / "digits.yaml").default_optim()).optim
+    twins = {"kd_default_optim", "ce_only_default_optim"} if default != recipe.optim else set()
+    assert set(final["fidelity"]) == {"recipe", "kd", "ce_only"} | twins
+    for twin in twins:
+        assert final["recipes"][twin]["optim"] == {**default.model_dump(mode="json"), "epochs": 1}  # --epochs 1
+        assert final["comparison"][f"recipe_vs_{twin}"]["n"] == 2
     assert all(0 <= a <= 1 for a in final["fidelity"]["kd"]["agreement"]) and final["fidelity"]["kd"]["kl"][0] >= 0
     assert final["sizes"]["test"] > 0
     res = runner.invoke(app, ["report", str(study)])

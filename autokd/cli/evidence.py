@@ -15,7 +15,7 @@ __all__ = ["print_evidence"]
 def print_evidence(final: dict[str, Any], *, next_steps: list[str] | None = None) -> None:
     """The run table (test accuracy mean ± std, n, fidelity), the paired comparisons with their verdicts, the
     split sizes, then ``next_steps``."""
-    from ..report.data import evidence
+    from ..report.data import evidence, stronger_note
 
     ev = evidence(final)
     if ev is None:
@@ -40,6 +40,8 @@ def print_evidence(final: dict[str, Any], *, next_steps: list[str] | None = None
             ci = f"[{c['low']:+.2f}, {c['high']:+.2f}]" if c["low"] is not None else "one seed: none"
             comp.add_row(f"recipe − {c['name']}", f"{c['mean']:+.2f}", ci, escape(c["verdict"]))
         console.print(comp)
+    for x in ev.get("stronger") or []:
+        console.print(f"[bold yellow]note:[/] {escape(stronger_note(x))}", highlight=False, soft_wrap=True)
     sizes = ev.get("sizes") or {}
     if sizes:
         point = f" (one test image = {ev['test_point']:.2f} points)" if ev.get("test_point") else ""

@@ -7,7 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .data.evidence import IN_STUDY_NOTE
+from .data.evidence import IN_STUDY_NOTE, stronger_note
 
 __all__ = ["evidence_html", "summary_html", "leaderboard_html", "trials_html", "note", "e"]
 
@@ -129,6 +129,8 @@ def evidence_html(ev: Mapping[str, Any] | None, s: Mapping[str, Any], *, recipe_
             parts.append(f'<table class="data" id="comparison-table"><thead><tr><th>paired difference</th>'
                          f"<th>mean (points)</th><th>{conf} % interval</th><th>verdict</th></tr></thead>"
                          f"<tbody>{''.join(rows)}</tbody></table>")
+        for x in ev.get("stronger") or []:
+            parts.append(f'<div class="warn" data-stronger="{e(x["baseline"])}">{e(stronger_note(x))}</div>')
         sizes = ev.get("sizes") or {}
         facts = [f"test accuracy of finished students over {n} seeds, seed i of the recipe paired with seed i of "
                  "each baseline (Student t, n − 1 degrees of freedom)"]

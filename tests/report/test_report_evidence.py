@@ -106,3 +106,34 @@ def test_report_headline_equals_the_results_file(tmp_path):
     head = none.read_text(encoding="utf-8").split('<section id="evidence">', 1)[1].split("</section>", 1)[0]
     assert "No like-for-like retrain yet" in head and "autokd train best.yaml --study s.yaml" in head
     assert "cnn(width=3): 0.1·CE + 0.9·kd(temperature=6) [dlb]" in head  # best searched trial's recipe
+
+
+# the baselines again with the space's default optimiser: KD's twin stronger (diffs 0, 1, -1, 0, 0 -> mean 0),
+# CE-only's twin weaker than CE-only
+TWINS = {**FINAL, "test_acc": {**FINAL["test_acc"], "kd_default_optim": [0.91, 0.91, 0.91, 0.91, 0.93],
+                               "ce_only_default_optim": [0.84, 0.85, 0.83, 0.84, 0.85]}}
+
+
+def test_a_baseline_stronger_with_the_default_optimiser_becomes_the_headline():
+    ev = data.evidence(TWINS)
+    assert [r["label"] for r in ev["runs"]] == ["recipe", "kd", "kd_default_optim", "ce_only",
+                                               "ce_only_default_optim"]
+    twin = next(c for c in ev["comparisons"] if c["label"] == "kd_default_optim")
+    assert twin["mean"] == pytest.approx(0.0) and twin["verdict"] == "within noise"
+    (stronger,) = ev["stronger"]  # CE-only's twin scored lower: the like-for-like CE-only stands
+    assert stronger["baseline"] == "kd" and stronger["like_for_like"] == pytest.approx(90.4)
+    assert stronger["default_optim"] == pytest.approx(91.4) and stronger["gain"] is twin
+    assert ev["headline"] == twin["verdict"]  # not "better than KD": that KD was undertrained
+    note = data.stronger_note(stronger)
+    assert "90.40 %" in note and "91.40 %" in note and "+0.00 points" in note
+
+
+def test_the_stronger_baseline_is_shown_in_the_report(tmp_path):
+    pytest.importorskip("plotly")
+    from autokd.report import build_report
+
+    text = build_report(recipe_study(), tmp_path / "r.html", final=TWINS).read_text(encoding="utf-8")
+    head = text.split('<section id="evidence">', 1)[1].split("</section>", 1)[0]
+    assert 'data-stronger="kd"' in head and 'data-stronger="ce_only"' not in head
+    assert 'data-vs="kd_default_optim"' in head and "plain KD, space&#x27;s default optimiser" in head
+    assert data.evidence(FINAL)["stronger"] == []  # an older file: no twins, nothing changes

@@ -18,7 +18,7 @@ from .analysis import (
     searched_study,
     short_label,
 )
-from .evidence import IN_STUDY_NOTE, evidence, load_final, train_command
+from .evidence import IN_STUDY_NOTE, evidence, load_final, stronger_note, train_command
 from .frame import COLUMNS, trial_rows
 from .kd import kd_rows, loss_level, recipe_facts
 from .tables import history, intermediate, leaderboard, summary, trials_table
@@ -38,6 +38,7 @@ __all__ = [
     "kd_rows",
     "leaderboard",
     "load_final",
+    "stronger_note",
     "loss_level",
     "objective_names",
     "optuna",
