@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,17 +67,19 @@ def throughput(args, tmp: Path) -> None:
     warm = study_yaml(teacher_dir / "warm.yaml", "warm", trials=1, epochs=1)
     run_workers(warm, 1, cores)  # trains and stores the teacher once
     rows = []
+    recipes = fixed_trials(args.trials)
     for n, threads in sorted({(1, 1), (1, cores), (2, max(1, cores // 2))}):
         d = tmp / f"w{n}t{threads}"
         d.mkdir()
         (d / "out").mkdir()
         os.link(teacher_dir / "out" / "teacher.pt", d / "out" / "teacher.pt")
         study = study_yaml(d / f"w{n}.yaml", "warm", args.trials, args.epochs)
+        enqueue(study, recipes)
         wall = run_workers(study, n, threads)
         total = args.trials + 4  # + the CE-only and KD baselines of the space's two students
         rows.append((n, threads, wall, 3600 * total / wall, 3600 * total / trial_span(d / "out" / "study.db")))
     print(f"\nthroughput: digits, {args.trials} searched trials + 4 baselines, {args.epochs} epochs each, "
-          f"{cores} cores")
+          f"{cores} cores; the same {args.trials} recipes (enqueued) in every configuration")
     print("(trials/h over the whole command, start-up included, and over the trials: first start to last end)")
     print(f"{'workers':>8s} {'threads':>8s} {'wall s':>8s} {'trials/h':>9s} {'in trials':>10s}")
     for n, t, wall, tph, steady in rows:
@@ -131,6 +134,35 @@ def machine_ceiling(epochs: int) -> tuple[float, float]:
     return alone, together
 
 
+def fixed_trials(n: int) -> list[dict]:
+    """``n`` recipes of the demo space drawn once (random sampler, seed 0), as Optuna parameters: every
+    configuration trains exactly these, so the ratios compare the same work, not two samplers' draws."""
+    import optuna
+
+    from autokd.search import SearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.load(ROOT / "search_spaces" / "digits.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        space.suggest(trial)
+        out.append(dict(trial.params))
+        study.tell(trial, 0.0)
+    return out
+
+
+def enqueue(study: Path, recipes: list[dict]) -> None:
+    """Create the study and enqueue ``recipes`` (its workers then run them before sampling anything)."""
+    from autokd.config import StudyConfig
+    from autokd.search.backends.storage import open_study
+
+    stored = open_study(StudyConfig.load(study), multi_objective=False, sampler=None, pruner=None)
+    for params in recipes:
+        stored.enqueue_trial(params, skip_if_exists=False)
+
+
 def trial_span(db: Path) -> float:
     """Seconds from the first trial's start to the last trial's end in a finished SQLite study."""
     import sqlite3
@@ -159,6 +191,7 @@ def storage_overhead(args, tmp: Path) -> None:
     from autokd.train.threads import default_cpu_threads
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # the worker loop runs heartbeats itself
     bundle = data.create("digits", train_fraction=0.25)
     torch.set_num_threads(default_cpu_threads(bundle.input_shape))  # as a study would
     recipe = Recipe(student=StudentSpec(name="cnn", kwargs={"width": 3}), ce_weight=1.0)
