@@ -177,3 +177,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_failed_as_stale_meanwhile_is_left_to_its_retry(tmp_path):
+    """A lost Ray trial that another worker already failed as stale (and retried) is not failed, recorded or
+    retried a second time."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from autokd.search.backends.ray_backend import StudySearcher, _Live
+    from autokd.search.backends.storage import make_storage
+    from autokd.search.backends.workers import RetryTrial
+    from autokd.search.batched_writes import IntermediateValues
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="s")
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    live = _Live(trial, None, contextlib.ExitStack(), True, IntermediateValues(trial))
+    live.values.report(0.5, 0)
+    other = optuna.load_study(study_name="s", storage=make_storage(url))  # the worker that saw it stale
+    other.tell(trial.number, state=TrialState.FAIL)
+    RetryTrial()(other, other.trials[trial.number])
+    frozen = StudySearcher._lost(SimpleNamespace(study=study), live, "the Ray worker running it stopped")
+    assert frozen.state == TrialState.FAIL and tr.fail_reason_of(frozen) is None
+    states = [t.state for t in optuna.load_study(study_name="s", storage=make_storage(url)).trials]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # one retry, the other worker's

@@ -251,8 +251,12 @@ class StudySearcher:
         import optuna
 
         live.flush()
-        tr.record_failed(live.trial, reason)
-        frozen = self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            tr.record_failed(live.trial, reason)
+            frozen = self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # another worker already failed it as stale (its heartbeat stopped) and enqueued its retry
+            return self.study._storage.get_trial(live.trial._trial_id)
         RetryTrial()(self.study, frozen)
         return frozen
 
@@ -266,8 +270,9 @@ class StudySearcher:
             live.heartbeat.close()
             if signal_name is not None:
                 live.flush()
-                tr.record_interrupted(live.trial, signal_name)
-                self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
+                    tr.record_interrupted(live.trial, signal_name)
+                    self.study.tell(live.trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             else:
                 self._lost(live, "the Ray run ended before this trial reported")
 
