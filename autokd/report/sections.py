@@ -185,6 +185,10 @@ def summary_html(s: Mapping[str, Any]) -> str:
                    ("objectives", e(", ".join(f"{n} ({d})" for n, d in zip(s["objectives"], s["directions"],
                                                                           strict=True)))),
                    ("autokd", e(s.get("autokd_version") or "–"))]
+    runs = s.get("runs") or []
+    if runs:  # who searched, with which sampler seed: enough to rerun the study draw for draw
+        study_pairs.append(("runs (sampler seeds)", e(f"{len(runs)}: " + ", ".join(
+            f"{r['name']} ({r['sampler_seed']})" for r in runs))))
     cards.append(_card("Study", e(s.get("study_name") or "–"), study_pairs))
     return '<div class="cards">' + "".join(cards) + "</div>"
 

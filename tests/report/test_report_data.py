@@ -291,3 +291,15 @@ def test_exact_duplicate_recipes_are_flagged():
     trials = [t(0, a), t(1, b), t(2, {**a, "seed": 3}), t(3, a, baseline="kd"), t(4, b)]
     assert duplicate_recipes(trials) == [[0, 2], [1, 4]]
     assert duplicate_recipes(trials[:2]) == []
+
+
+def test_the_run_register_is_in_the_summary_and_the_study_card():
+    runs = [{"worker": "vm:11", "name": "run 0", "sampler_seed": 123, "trials_stored": 4, "started": "2026-11-30T10:00:00"},
+            {"worker": "vm:12", "name": "gpu1", "sampler_seed": 456, "trials_stored": 9, "started": "2026-11-30T11:00:00"}]
+    s = data.summary(make_study([], runs=runs))
+    assert s["runs"] == [{k: r[k] for k in ("name", "worker", "sampler_seed", "trials_stored", "started")}
+                         for r in runs]
+    from autokd.report.sections import summary_html
+
+    assert "runs (sampler seeds)" in summary_html(s) and "2: run 0 (123), gpu1 (456)" in summary_html(s)
+    assert data.summary(make_study([]))["runs"] == []  # a study written before the register

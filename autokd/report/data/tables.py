@@ -148,7 +148,8 @@ def summary(study: StudyLike, directions: Sequence[DirectionLike] | None = None)
     included), best_searched ({number, value, description, student, gain_vs_ce, gain_vs_kd} for the best
     non-baseline trial, or None), baselines ({"ce_only"|"kd": {number, state, value[, student]} or None: the
     ones trained with the best searched trial's student, else the first), teacher, dataset, space,
-    autokd_version, total_epochs, total_train_time_s, pareto_size.
+    autokd_version, total_epochs, total_train_time_s, pareto_size, duplicates, runs (the study's run register:
+    [{name, worker, sampler_seed, trials_stored, started}] in the order the runs started).
     """
     from .analysis import pareto
 
@@ -201,6 +202,8 @@ def summary(study: StudyLike, directions: Sequence[DirectionLike] | None = None)
         "pareto_size": sum(r["on_front"] for r in pareto_rows) if view.multi else None,
         "maximize": view.directions[0] == StudyDirection.MAXIMIZE,
         "duplicates": duplicate_recipes(view.trials),
+        "runs": [{"name": r.get("name"), "worker": r.get("worker"), "sampler_seed": r.get("sampler_seed"),
+                  "trials_stored": r.get("trials_stored"), "started": r.get("started")} for r in tr.runs_of(view)],
     }
 
 
