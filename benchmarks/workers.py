@@ -185,7 +185,7 @@ def storage_overhead(args, tmp: Path) -> None:
     from autokd.search import trial_record as tr
     from autokd.search.backends.optuna_backend import Decider, make_pruner, run_one_trial
     from autokd.search.backends.storage import open_study, study_lock
-    from autokd.search.batched_writes import IntermediateValues, deferred_params
+    from autokd.search.batched_writes import IntermediateValues, grouped_writes
     from autokd.search.objective import report_epoch
     from autokd.train import Trainer
     from autokd.train.threads import default_cpu_threads
@@ -210,15 +210,16 @@ def storage_overhead(args, tmp: Path) -> None:
                "train_time_s": 1.0, "epoch_time_s": 1.0}
 
     def objective(trial):  # what Objective does around training
-        with deferred_params(trial):  # what Objective.recipe_for does
+        with grouped_writes(trial):  # what Objective.prepare does: the parameters and the recipe, one write
             recipe = space.suggest(trial)
-        tr.record_recipe(trial, recipe)
+            tr.record_recipe(trial, recipe)
         values = IntermediateValues(trial)
         for epoch in range(15):  # a demo trial reports each epoch of its first seed and asks the pruner
             if report_epoch(trial, epoch, 0.5 + 0.01 * epoch, prunable=True, multi=False, values=values):
                 break
-        values.flush()
-        tr.record_metrics(trial, metrics)
+        with grouped_writes(trial):  # what Objective.finish does: the last values and the metrics, one write
+            values.flush()
+            tr.record_metrics(trial, metrics)
         return 0.9
 
     def one_trial(study, cfg, decide):

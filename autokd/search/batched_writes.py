@@ -1,6 +1,8 @@
 """Fewer, larger storage writes for what a trial records: several user attributes in ONE write
-(:func:`set_user_attrs`), a trial's suggested parameters in ONE write (:func:`deferred_params`), and per-epoch
-intermediate values written at most once a second (:class:`IntermediateValues`).
+(:func:`set_user_attrs`), per-epoch intermediate values written at most once a second
+(:class:`IntermediateValues`), and everything a trial writes at one step -- its suggested parameters and
+recipe record before training, its last intermediate values and metrics after -- in ONE transaction
+(:func:`grouped_writes`).
 
 Optuna offers only ``Trial.set_user_attr`` (one key per call). On an RDB storage every call is its own session:
 it loads the trial row, checks that it is still updatable, upserts one row and commits -- about 1 ms each on
@@ -12,8 +14,9 @@ Optuna, optuna-dashboard and older autokd read them as before.
 
 Each ``trial.suggest_*`` is its own transaction the same way (trial check, a query for the parameter's
 distribution in earlier trials unless cached, insert, commit: ~0.8 ms on SQLite, ~2 ms on PostgreSQL), and a
-recipe takes 4-8 of them. Inside :func:`deferred_params` they are checked and kept, then written in one
-transaction through Optuna's own ``_set_trial_param_without_commit`` (the same rows and checks).
+recipe takes 4-8 of them. Inside :func:`grouped_writes` they are checked and kept, then written in one
+transaction through Optuna's own ``_set_trial_param_without_commit`` (the same rows and checks), together
+with the user attributes and intermediate values written in the same group.
 
 Intermediate values (``Trial.report``) are one write per epoch the same way (~1 ms on SQLite, ~3 ms on
 PostgreSQL: 15-45 ms for a 15-epoch trial). :class:`IntermediateValues` keeps each value in the live trial at
@@ -35,7 +38,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["set_user_attrs", "deferred_params", "IntermediateValues"]
+__all__ = ["set_user_attrs", "grouped_writes", "IntermediateValues"]
 
 
 def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
@@ -65,43 +68,71 @@ def _rdb_backend(trial: Any):
     return backend if backend.engine.name in ("sqlite", "postgresql") else None
 
 
-def _upsert(backend, trial_id: int, table, rows: list[dict[str, Any]], key: tuple[str, str],
-            value_columns: tuple[str, ...]) -> None:
-    """One transaction: check that the trial is still updatable, then insert ``rows`` into ``table``, updating
-    ``value_columns`` of rows whose ``key`` columns already exist."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
+def _upsert_stmt(backend, table, rows: list[dict[str, Any]], key: tuple[str, str], value_columns: tuple[str, ...]):
+    """Insert ``rows`` into ``table``, updating ``value_columns`` of rows whose ``key`` columns exist."""
     if backend.engine.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
+    stmt = insert(table).values(rows)
+    return stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key],
+                                      set_={c: getattr(stmt.excluded, c) for c in value_columns})
+
+
+def _attrs_upsert(backend, trial_id: int, attrs: Mapping[str, Any]):
+    """The user attributes as ``set_user_attr`` stores them (``json.dumps``)."""
+    from optuna.storages._rdb import models
+
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    return _upsert_stmt(backend, models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",))
+
+
+def _values_upsert(backend, trial_id: int, values: Mapping[int, float]):
+    """Intermediate values as ``Trial.report`` stores them (NaN and infinities by kind)."""
+    from optuna.storages._rdb import models
+
+    table = models.TrialIntermediateValueModel
+    rows = []
+    for step, value in sorted(values.items()):
+        stored, kind = table.intermediate_value_to_stored_repr(value)
+        rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                     "intermediate_value_type": kind})
+    return _upsert_stmt(backend, table, rows, ("trial_id", "step"), ("intermediate_value", "intermediate_value_type"))
+
+
+def _write(backend, trial_id: int, stmt) -> None:
+    """One transaction: check that the trial is still updatable, then execute ``stmt``."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
     with _create_scoped_session(backend.scoped_session) as session:
         row = models.TrialModel.find_or_raise_by_id(trial_id, session)
         backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as Optuna's writes do
-        stmt = insert(table).values(rows)
-        session.execute(stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key],
-                                                   set_={c: getattr(stmt.excluded, c) for c in value_columns}))
+        session.execute(stmt)
 
 
 def _rdb_upsert(trial: Any, attrs: Mapping[str, Any]) -> bool:
+    group = _group_of(trial)
+    if group is not None:  # inside grouped_writes: written with the rest of the group
+        group.attrs.update(attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+        return True
     backend = _rdb_backend(trial)
     if backend is None:
         return False
-    from optuna.storages._rdb import models
-
-    rows = [{"trial_id": trial._trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-    _upsert(backend, trial._trial_id, models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",))
+    _write(backend, trial._trial_id, _attrs_upsert(backend, trial._trial_id, attrs))
     trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr keeps in step with storage
     return True
 
 
-class _DeferredParams:
-    """The trial's storage, except that ``set_trial_param`` of this trial is kept for one later write."""
+class _Group:
+    """The trial's storage, except that this trial's parameters and user attributes are kept for one write."""
 
     def __init__(self, storage: Any, trial_id: int) -> None:
         self._storage, self._trial_id = storage, trial_id
-        self.pending: list[tuple[str, float, Any]] = []
+        self.params: list[tuple[str, float, Any]] = []
+        self.attrs: dict[str, Any] = {}
+        self.values: dict[int, float] = {}
 
     def set_trial_param(self, trial_id: int, name: str, value: float, distribution: Any) -> None:
         if trial_id != self._trial_id:
@@ -112,7 +143,13 @@ class _DeferredParams:
         known = _known_distribution(self._storage, trial_id, name)
         if known is not None:  # the error Optuna raises at this call, raised at the same call
             check_distribution_compatibility(known, distribution)
-        self.pending.append((name, value, distribution))
+        self.params.append((name, value, distribution))
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if trial_id != self._trial_id:
+            self._storage.set_trial_user_attr(trial_id, key, value)
+            return
+        self.attrs[key] = value
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
@@ -125,38 +162,60 @@ def _known_distribution(storage: Any, trial_id: int, name: str) -> Any:
         return storage._studies[study_id].param_distribution.get(name)
 
 
-@contextlib.contextmanager
-def deferred_params(trial: Any) -> Iterator[None]:
-    """Inside: ``trial.suggest_*`` samples, checks and returns as usual (the live trial holds every value at
-    once); on leaving, the parameters reach an RDB storage in one transaction -- with the checks Optuna's
-    own write makes (trial still running, distribution compatible with the study's). Leaving by an exception
-    writes nothing (the trial fails). Other storages are written at each call, as usual."""
-    backend = _rdb_backend(trial)
+def _group_of(trial: Any) -> _Group | None:
     storage = getattr(trial, "storage", None)
-    if backend is None or not hasattr(storage, "_trial_id_to_study_id_and_number"):
+    return storage if isinstance(storage, _Group) else None
+
+
+@contextlib.contextmanager
+def grouped_writes(trial: Any) -> Iterator[None]:
+    """Inside: ``trial.suggest_*``, ``trial.set_user_attr``, :func:`set_user_attrs` and
+    :meth:`IntermediateValues.flush` of ``trial`` act on the live trial at once (it holds every value, as
+    after Optuna's own writes); on leaving, they reach an RDB storage in ONE transaction, with the checks
+    Optuna's writes make (trial still running, parameter distributions compatible with the study's).
+
+    Leaving by an exception writes them too (they are what Optuna would have stored before the exception),
+    unless that write fails: then the original exception goes on. Inside a group, another group is the same
+    group. Other storages are written at each call, as usual."""
+    storage = getattr(trial, "storage", None)
+    if _group_of(trial) is not None or _rdb_backend(trial) is None \
+            or not hasattr(storage, "_trial_id_to_study_id_and_number"):
         yield
         return
-    proxy = _DeferredParams(storage, trial._trial_id)
-    trial.storage = proxy
+    backend = _rdb_backend(trial)
+    group = _Group(storage, trial._trial_id)
+    trial.storage = group
     try:
         yield
-    finally:
+    except BaseException:
         trial.storage = storage
-    if proxy.pending:
-        _write_params(storage, backend, trial._trial_id, proxy.pending)
+        with contextlib.suppress(Exception):
+            _write_group(storage, backend, trial._trial_id, group)
+        raise
+    trial.storage = storage
+    _write_group(storage, backend, trial._trial_id, group)
 
 
-def _write_params(storage: Any, backend: Any, trial_id: int, params: list[tuple[str, float, Any]]) -> None:
+def _write_group(storage: Any, backend: Any, trial_id: int, group: _Group) -> None:
+    if not (group.params or group.attrs or group.values):
+        return
+    from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
     with storage._lock:  # what _CachedStorage.set_trial_param does, for every parameter in one session
         study_id, _ = storage._trial_id_to_study_id_and_number[trial_id]
         known = storage._studies[study_id].param_distribution
-        with _create_scoped_session(backend.scoped_session, True) as session:
-            for name, value, distribution in params:
+        with _create_scoped_session(backend.scoped_session) as session:
+            row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as Optuna's writes do
+            for name, value, distribution in group.params:
                 backend._set_trial_param_without_commit(session, trial_id, name, value, distribution,
                                                         known.get(name))
-        for name, _value, distribution in params:
+            if group.attrs:
+                session.execute(_attrs_upsert(backend, trial_id, group.attrs))
+            if group.values:
+                session.execute(_values_upsert(backend, trial_id, group.values))
+        for name, _value, distribution in group.params:
             known.setdefault(name, distribution)
 
 
@@ -189,18 +248,14 @@ class IntermediateValues:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending values (one statement) to the storage."""
+        """Write the pending values (one statement; inside :func:`grouped_writes`, with the group)."""
         if not self.pending:
             return
-        from optuna.storages._rdb import models
-
-        table = models.TrialIntermediateValueModel
-        rows = []
-        for step, value in sorted(self.pending.items()):
-            stored, kind = table.intermediate_value_to_stored_repr(value)
-            rows.append({"trial_id": self.trial._trial_id, "step": step, "intermediate_value": stored,
-                         "intermediate_value_type": kind})
-        _upsert(self.backend, self.trial._trial_id, table, rows, ("trial_id", "step"),
-                ("intermediate_value", "intermediate_value_type"))
+        group = _group_of(self.trial)
+        if group is not None:
+            group.values.update(self.pending)
+        else:
+            _write(self.backend, self.trial._trial_id, _values_upsert(self.backend, self.trial._trial_id,
+                                                                      self.pending))
         self.pending.clear()
         self.last = time.monotonic()

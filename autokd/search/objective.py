@@ -12,7 +12,7 @@ from ..files import atomic_write_text
 from ..recipe import Recipe
 from ..train.trainer import TrainingDiverged
 from . import trial_record as tr
-from .batched_writes import IntermediateValues, deferred_params
+from .batched_writes import IntermediateValues, grouped_writes
 
 if TYPE_CHECKING:
     from ..context import StudyContext
@@ -136,8 +136,7 @@ class Objective:
                                          temperature=search.baseline_temperature, kd_weight=search.baseline_kd_weight,
                                          ce_weight=search.baseline_ce_weight)
         else:
-            with deferred_params(trial):  # the recipe's 4-8 parameters reach the storage in one write
-                recipe = self.space.suggest(trial)
+            recipe = self.space.suggest(trial)
         recipe.seed = self.ctx.cfg.seed
         if self.epochs:
             recipe.optim.epochs = self.epochs  # the recipe records exactly what was trained
@@ -167,8 +166,9 @@ class Objective:
         is_baseline = tr.is_baseline(trial)
         if is_baseline:
             self._skip_duplicate_baseline(trial)
-        recipe = self.recipe_for(trial)
-        tr.record_recipe(trial, recipe, fingerprint=self.fingerprint)
+        with grouped_writes(trial):  # the recipe's 4-8 parameters and its record: one write
+            recipe = self.recipe_for(trial)
+            tr.record_recipe(trial, recipe, fingerprint=self.fingerprint)
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)
         if self.progress is not None:
@@ -180,9 +180,16 @@ class Objective:
         else the recipe's."""
         return self.ctx.cfg.search.fidelity.epochs or recipe.optim.epochs
 
-    def finish(self, trial, recipe: Recipe, outcome: Outcome) -> Any:
-        """Record what training produced (attributes, ``trials/<n>/`` files) and turn it into the trial's
-        result: its value(s), or ``optuna.TrialPruned`` / ``RuntimeError`` (FAIL) / a baseline's ConfigError."""
+    def finish(self, trial, recipe: Recipe, outcome: Outcome, values: IntermediateValues | None = None) -> Any:
+        """Record what training produced (the last intermediate ``values`` still pending, attributes, in one
+        write; ``trials/<n>/`` files) and turn it into the trial's result: its value(s), or
+        ``optuna.TrialPruned`` / ``RuntimeError`` (FAIL) / a baseline's ConfigError."""
+        with grouped_writes(trial):
+            if values is not None:
+                values.flush()
+            return self._result(trial, recipe, outcome)
+
+    def _result(self, trial, recipe: Recipe, outcome: Outcome) -> Any:
         import optuna
 
         if outcome.failed is not None:  # e.g. out of memory: the trial FAILs (recorded), the study goes on
@@ -223,9 +230,10 @@ class Objective:
         try:
             outcome = train_trial(self.ctx.trial_trainer(), recipe, seeds=self.seeds, report=report,
                                   epochs=self.trial_epochs(recipe))
-        finally:
+        except BaseException:
             values.flush()  # before the trial is told, however training ended
-        return self.finish(trial, recipe, outcome)
+            raise
+        return self.finish(trial, recipe, outcome, values)
 
     def _save(self, number: int, recipe: Recipe, metrics: dict, history: list) -> None:
         """The trial's files (derived from its stored record, so written without fsync; see ``atomic_write``)."""

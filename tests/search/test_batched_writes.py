@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from autokd.search.backends.storage import make_storage
-from autokd.search.batched_writes import IntermediateValues, deferred_params, set_user_attrs
+from autokd.search.batched_writes import IntermediateValues, grouped_writes, set_user_attrs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 
@@ -143,61 +143,81 @@ def _stored_params(study):
     return [(t.params, t.distributions) for t in study.get_trials()]
 
 
-def test_deferred_params_store_what_suggest_stores(storage):
+def test_a_group_stores_what_the_single_writes_store(storage):
+    """Parameters, user attributes (one or several keys) and intermediate values written in one group are
+    stored as Optuna's own calls store them, in one transaction, and the live trial holds them at once."""
     sampler = optuna.samplers.RandomSampler(seed=7)
     study = optuna.create_study(storage=storage, study_name="s", sampler=sampler)
     plain = study.ask()
     want = _suggest_all(plain)
+    for k, v in ATTRS.items():
+        plain.set_user_attr(k, v)
+    plain.set_user_attr("one", 1)
+    for step in range(3):
+        plain.report(0.1 * step, step)
     study.sampler = optuna.samplers.RandomSampler(seed=7)  # the same draws again
-    deferred = study.ask()
+    grouped = study.ask()
+    values = IntermediateValues(grouped, interval_s=3600)
     commits = _count_commits(storage)
-    with deferred_params(deferred):
-        got = _suggest_all(deferred)
-        assert deferred.params == want  # the live trial holds every value at once
+    with grouped_writes(grouped):
+        got = _suggest_all(grouped)
+        assert grouped.params == want  # the live trial holds every value at once
+        set_user_attrs(grouped, ATTRS)
+        grouped.set_user_attr("one", 1)
+        with grouped_writes(grouped):  # a group inside a group is the same group
+            for step in range(3):
+                values.report(0.1 * step, step)
+            values.flush()
+        assert grouped.user_attrs == {**ATTRS, "one": 1}
     assert got == want
-    if commits is not None:  # an RDB storage: one transaction for the four parameters
+    if commits is not None:  # an RDB storage: one transaction for all of it (even the first value, due at once)
         assert commits["n"] == 1
-    assert deferred.suggest_int("width", 1, 8) == want["width"]  # suggested again: the stored value
+    assert grouped.suggest_int("width", 1, 8) == want["width"]  # suggested again: the stored value
     study.tell(plain, 1.0)
-    study.tell(deferred, 1.0)
+    study.tell(grouped, 1.0)
     fresh = optuna.load_study(study_name="s", storage=storage)
-    (p_plain, d_plain), (p_deferred, d_deferred) = _stored_params(fresh)
-    assert p_plain == p_deferred == want
-    assert d_plain == d_deferred
+    a, b = fresh.get_trials()
+    assert a.params == b.params == want and a.distributions == b.distributions
+    assert a.user_attrs == b.user_attrs and a.intermediate_values == b.intermediate_values
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_deferred_params_refuse_an_incompatible_distribution(tmp_path, request, kind):
+def test_a_group_refuses_an_incompatible_distribution(tmp_path, request, kind):
     """Optuna refuses a parameter whose distribution differs from the study's: at the call when this process
     knows the study's distribution, else (a distribution only stored by another process) on leaving, with
-    nothing of the trial's parameters written."""
+    nothing of the group written."""
     url = f"sqlite:///{tmp_path / 'a.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
     study = optuna.create_study(storage=make_storage(url), study_name="s")
     first = study.ask()
     first.suggest_float("x", 0.0, 1.0)
     study.tell(first, 1.0)
     trial = study.ask()
-    with deferred_params(trial), pytest.raises(ValueError):
-        trial.suggest_int("x", 0, 3)  # refused at the call, as without deferral
+    with grouped_writes(trial), pytest.raises(ValueError):
+        trial.suggest_int("x", 0, 3)  # refused at the call, as without grouping
     other = optuna.load_study(study_name="s", storage=make_storage(url))  # another process: nothing cached
     trial = other.ask()
-    with pytest.raises(ValueError), deferred_params(trial):
+    with pytest.raises(ValueError), grouped_writes(trial):
         trial.suggest_float("y", 0.0, 1.0)
+        trial.set_user_attr("a", 1)
         trial.suggest_int("x", 0, 3)
-    assert optuna.load_study(study_name="s", storage=make_storage(url)).get_trials()[-1].params == {}
+    stored = optuna.load_study(study_name="s", storage=make_storage(url)).get_trials()[-1]
+    assert stored.params == {} and stored.user_attrs == {}
 
 
-def test_deferred_params_are_refused_by_a_finished_trial_and_dropped_on_error(tmp_path):
+def test_a_group_is_refused_by_a_finished_trial_and_written_when_an_error_leaves_it(tmp_path):
     storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), deferred_params(trial):
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), grouped_writes(trial):
         trial.suggest_float("x", 0.0, 1.0)
         optuna.load_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'a.db'}")).tell(
             trial.number, state=optuna.trial.TrialState.FAIL)  # e.g. failed as stale by another worker
     trial = study.ask()
-    with pytest.raises(KeyError), deferred_params(trial):
-        trial.suggest_float("x", 0.0, 1.0)
-        raise KeyError("a fault while suggesting")
+    with pytest.raises(optuna.TrialPruned), grouped_writes(trial):  # e.g. a pruned trial records its reason
+        x = trial.suggest_float("x", 0.0, 1.0)
+        set_user_attrs(trial, {"prune_reason": "invalid configuration", "epochs": 0})
+        raise optuna.TrialPruned("invalid configuration")
     assert trial.storage is study._storage  # the trial writes directly again
-    assert [t.params for t in optuna.load_study(study_name="s", storage=storage).get_trials()] == [{}, {}]
+    stored = optuna.load_study(study_name="s", storage=storage).get_trials()
+    assert [t.params for t in stored] == [{}, {"x": x}]  # what Optuna would have stored before the exception
+    assert stored[1].user_attrs == {"prune_reason": "invalid configuration", "epochs": 0}

@@ -225,7 +225,6 @@ class StudySearcher:
         if live is None:
             return
         live.heartbeat.close()
-        live.flush()
         raw = (result or {}).get("outcome")
         try:
             if raw is None:  # the worker died (or Ray stopped it) before reporting an outcome
@@ -233,7 +232,7 @@ class StudySearcher:
             else:
                 outcome = Outcome(**json.loads(raw))
                 frozen = run_one_trial(self.study, live.trial,
-                                       lambda t: self.objective.finish(t, live.recipe, outcome))
+                                       lambda t: self.objective.finish(t, live.recipe, outcome, live.values))
                 if result.get("error"):
                     self.error = AutoKDError(f"trial {live.trial.number} failed in a Ray worker: {result['error']}")
         except BaseException as e:  # a baseline's invalid configuration: recorded, then raised after the run
