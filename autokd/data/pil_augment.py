@@ -19,6 +19,7 @@ augmentation); :meth:`ViewTransform.render` renders given parameters.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from typing import Any
@@ -202,18 +203,20 @@ class ViewTransform:
         return f"ViewTransform({self.view!r}, {self.post_label})"
 
 
-class ImageDataset(Dataset):
+class ImageDataset(Dataset, abc.ABC):
     """A dataset of PIL images: subclasses give ``raw(i) -> (image, label)`` and ``image_size(i)``; items are
     ``(transform(image), label)``, and ``view_transform`` is the transform when it is a :class:`ViewTransform`
     (a training split whose views can be stored, see :class:`StoredViews`)."""
 
     transform: Any
 
+    @abc.abstractmethod
     def raw(self, i: Any) -> tuple[Any, int]:
-        raise NotImplementedError
+        """The untransformed image and label of item ``i``."""
 
+    @abc.abstractmethod
     def image_size(self, i: Any) -> tuple[int, int]:
-        raise NotImplementedError
+        """Item ``i``'s image size ``(width, height)``, as PIL gives it."""
 
     @property
     def view_transform(self) -> ViewTransform | None:

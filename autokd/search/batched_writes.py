@@ -178,11 +178,10 @@ def grouped_writes(trial: Any) -> Iterator[None]:
     unless that write fails: then the original exception goes on. Inside a group, another group is the same
     group. Other storages are written at each call, as usual."""
     storage = getattr(trial, "storage", None)
-    if _group_of(trial) is not None or _rdb_backend(trial) is None \
-            or not hasattr(storage, "_trial_id_to_study_id_and_number"):
+    backend = None if _group_of(trial) is not None else _rdb_backend(trial)
+    if backend is None or not hasattr(storage, "_trial_id_to_study_id_and_number"):
         yield
         return
-    backend = _rdb_backend(trial)
     group = _Group(storage, trial._trial_id)
     trial.storage = group
     try:

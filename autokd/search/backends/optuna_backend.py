@@ -166,13 +166,13 @@ def run_one_trial(study, trial, objective) -> Any:
         except Exception as e:  # recorded, then re-raised below
             state, error = optuna.trial.TrialState.FAIL, e
     frozen = None
-    try:  # a trial another worker already failed as stale stays failed: its retry runs elsewhere
+    # a trial another worker already failed as stale stays failed (its retry runs elsewhere), also when that
+    # happens between tell's check and its update
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         if state == optuna.trial.TrialState.COMPLETE:
             frozen = study.tell(trial, values, skip_if_finished=True)
         else:
             frozen = study.tell(trial, state=state, skip_if_finished=True)
-    except optuna.exceptions.UpdateFinishedTrialError:  # ... failed between tell's check and its update
-        pass
     if error is not None:
         raise error
     return frozen if frozen is not None else study._storage.get_trial(trial._trial_id)

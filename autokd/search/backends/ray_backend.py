@@ -156,10 +156,8 @@ class _Live:
         """Write the epochs not yet stored (a trial that another worker failed as stale refuses them)."""
         import optuna
 
-        try:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             self.values.flush()
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
 
 
 class StudySearcher:
