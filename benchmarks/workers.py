@@ -227,6 +227,7 @@ def storage_overhead(args, tmp: Path) -> None:
             decide(study, 10**9)
             trial = study.ask()
             tr.record_worker(trial, "bench:1")
+            decide.prime(study, trial)
         run_one_trial(study, trial, objective)
 
     storages = {"sqlite": None, "journal": f"journal:///{tmp}/bench.log"}

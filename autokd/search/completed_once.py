@@ -44,6 +44,13 @@ class CompletedOncePerTrial(optuna.pruners.BasePruner):
         self._key: tuple[Any, ...] | None = None
         self._completed: list[FrozenTrial] = []
 
+    def prime(self, study: optuna.Study, number: int, trials: list[FrozenTrial]) -> None:
+        """Take the completed trials for trial ``number`` from ``trials``, a read of the study made just before
+        that trial was asked (the worker loop's own), instead of reading them at its first epoch. Trials that
+        complete in between count from the next trial on, as those completing during the trial already do."""
+        self._key = (study.study_name, getattr(study, "_study_id", None), number)
+        self._completed = [t for t in trials if t.state == TrialState.COMPLETE]
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         key = (study.study_name, getattr(study, "_study_id", None), trial.number)
         if key != self._key:

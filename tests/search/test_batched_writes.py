@@ -33,7 +33,17 @@ def storage(tmp_path, request):
 
 
 def _count_commits(storage):
-    """Commits the RDB engine sees (``None`` when the storage has no engine)."""
+    """The writes the storage sees: commits of an RDB engine, appends to a journal (``None`` for others)."""
+    if isinstance(storage, optuna.storages.JournalStorage):
+        seen = {"n": 0}
+        append = storage._backend.append_logs
+
+        def counted(logs):
+            seen["n"] += 1
+            return append(logs)
+
+        storage._backend.append_logs = counted
+        return seen
     from sqlalchemy import event
 
     engine = getattr(getattr(storage, "_backend", storage), "engine", None)
@@ -55,7 +65,7 @@ def test_batch_stores_what_set_user_attr_stores(storage):
         one.set_user_attr(k, v)
     commits = _count_commits(storage)
     set_user_attrs(batch, ATTRS)
-    if commits is not None:  # an RDB storage: one transaction for all eight keys
+    if commits is not None:  # an RDB storage or a journal: one transaction (one append) for all eight keys
         assert commits["n"] == 1
     assert batch.user_attrs == ATTRS  # the live trial sees them at once, as after set_user_attr
     set_user_attrs(batch, {"val_acc": 0.5, "epochs": 7})  # an existing key is overwritten, a new one added
@@ -170,7 +180,7 @@ def test_a_group_stores_what_the_single_writes_store(storage):
             values.flush()
         assert grouped.user_attrs == {**ATTRS, "one": 1}
     assert got == want
-    if commits is not None:  # an RDB storage: one transaction for all of it (even the first value, due at once)
+    if commits is not None:  # one transaction (one journal append) for all of it (even the first value, due at once)
         assert commits["n"] == 1
     assert grouped.suggest_int("width", 1, 8) == want["width"]  # suggested again: the stored value
     study.tell(plain, 1.0)
@@ -181,12 +191,20 @@ def test_a_group_stores_what_the_single_writes_store(storage):
     assert a.user_attrs == b.user_attrs and a.intermediate_values == b.intermediate_values
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def _url(tmp_path, request, kind: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'a.db'}"
+    if kind == "journal":
+        return f"journal:///{tmp_path / 'a.log'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
 def test_a_group_refuses_an_incompatible_distribution(tmp_path, request, kind):
     """Optuna refuses a parameter whose distribution differs from the study's: at the call when this process
-    knows the study's distribution, else (a distribution only stored by another process) on leaving, with
-    nothing of the group written."""
-    url = f"sqlite:///{tmp_path / 'a.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    knows the study's distribution, else (another process stored it meanwhile) on leaving, with nothing of
+    the group written."""
+    url = _url(tmp_path, request, kind)
     study = optuna.create_study(storage=make_storage(url), study_name="s")
     first = study.ask()
     first.suggest_float("x", 0.0, 1.0)
@@ -194,23 +212,29 @@ def test_a_group_refuses_an_incompatible_distribution(tmp_path, request, kind):
     trial = study.ask()
     with grouped_writes(trial), pytest.raises(ValueError):
         trial.suggest_int("x", 0, 3)  # refused at the call, as without grouping
-    other = optuna.load_study(study_name="s", storage=make_storage(url))  # another process: nothing cached
-    trial = other.ask()
+    trial = study.ask()
     with pytest.raises(ValueError), grouped_writes(trial):
-        trial.suggest_float("y", 0.0, 1.0)
+        trial.suggest_float("z", 0.0, 1.0)
         trial.set_user_attr("a", 1)
-        trial.suggest_int("x", 0, 3)
-    stored = optuna.load_study(study_name="s", storage=make_storage(url)).get_trials()[-1]
-    assert stored.params == {} and stored.user_attrs == {}
+        trial.suggest_float("y", 0.0, 1.0)
+        other = optuna.load_study(study_name="s", storage=make_storage(url))  # another process
+        theirs = other.ask()
+        theirs.suggest_int("y", 0, 3)  # stored first: the study's distribution of "y" is theirs
+        other.tell(theirs, 1.0)
+    stored = optuna.load_study(study_name="s", storage=make_storage(url)).get_trials()
+    assert stored[-2].params == {} and stored[-2].user_attrs == {}
+    assert stored[-1].params == {"y": theirs.params["y"]}
 
 
-def test_a_group_is_refused_by_a_finished_trial_and_written_when_an_error_leaves_it(tmp_path):
-    storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_group_is_refused_by_a_finished_trial_and_written_when_an_error_leaves_it(tmp_path, request, kind):
+    url = _url(tmp_path, request, kind)
+    storage = make_storage(url)
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), grouped_writes(trial):
         trial.suggest_float("x", 0.0, 1.0)
-        optuna.load_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'a.db'}")).tell(
+        optuna.load_study(study_name="s", storage=make_storage(url)).tell(
             trial.number, state=optuna.trial.TrialState.FAIL)  # e.g. failed as stale by another worker
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned), grouped_writes(trial):  # e.g. a pruned trial records its reason

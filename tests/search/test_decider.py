@@ -13,7 +13,7 @@ def test_tidy_is_throttled_while_asking_and_fresh_before_waiting_or_stopping(mon
     steps = iter(["ask", "ask", "wait", "ask", "stop", "stop", "stop"])
     monkeypatch.setattr(ob.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(ob, "tidy", lambda study, cfg, space: tidied.append(clock[0]))
-    monkeypatch.setattr(ob, "next_step", lambda study, trials: next(steps))
+    monkeypatch.setattr(ob, "read_step", lambda study, trials: (next(steps), []))
     decide = ob.Decider(cfg=None, space=None, every_s=5.0)
     assert decide(None, 3) == "ask" and tidied == [100.0]  # the first decision tidies
     clock[0] = 101.0

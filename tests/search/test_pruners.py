@@ -67,3 +67,37 @@ def test_completed_trials_are_read_once_per_trial(monkeypatch):
     assert len(reads) == 2  # one read per trial, not per epoch
     clone = pickle.loads(pickle.dumps(pruner))  # picklable (a Tune scheduler carries it); the snapshot is not
     assert clone._completed == [] and isinstance(clone.inner, optuna.pruners.MedianPruner)
+
+
+def test_a_primed_trial_reads_nothing_and_decides_as_optuna(monkeypatch):
+    """The worker loop hands its own read of the study to the pruner when it asks a trial: the trial's
+    epochs then read nothing, and the decisions are Optuna's median pruner's."""
+    from autokd.search.backends.optuna_backend import Decider
+
+    study = optuna.create_study(direction="maximize")
+    for v in (0.5, 0.6, 0.7, 0.8, 0.9):
+        study.add_trial(optuna.create_trial(value=v, intermediate_values={e: v for e in range(10)}))
+    # a pruned trial does not count: with it, the median at step 0 would be 0.75 and 0.72 would be pruned
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={0: 0.99}))
+    pruner = CompletedOncePerTrial(optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    optunas = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    study.pruner = pruner
+    decide = Decider(cfg=None, space=None)
+    monkeypatch.setattr(decide, "_tidy", lambda s: None)
+    reads = []
+    real = study.get_trials
+    monkeypatch.setattr(study, "get_trials", lambda *a, **k: (reads.append(k.get("states")), real(*a, **k))[1])
+    decisions = []
+    for accs in ((0.72, 0.69), (0.62, 0.65)):
+        assert decide(study, 10) == "ask"
+        trial = study.ask()
+        decide.prime(study, trial)
+        assert [t.value for t in pruner._completed] == [0.5, 0.6, 0.7, 0.8, 0.9]  # the completed ones only
+        reads.clear()
+        for e, acc in enumerate(accs):
+            trial.report(acc, e)
+            frozen = study._storage.get_trial(trial._trial_id)
+            decisions.append((bool(pruner.prune(study, frozen)), bool(optunas.prune(study, frozen))))
+        assert reads == [(optuna.trial.TrialState.COMPLETE,)] * 2  # only Optuna's own pruner read the study
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert decisions == [(False, False), (False, False), (True, True), (True, True)]

@@ -115,7 +115,12 @@ def waiting(study) -> int:
 def next_step(study, trials: int) -> str:
     """Under the study lock, what a worker does next: ``"ask"`` (a trial is waiting, or the finished plus
     running searched trials fall short of ``trials``), ``"stop"`` (enough finished and no baseline running)
-    or ``"wait"`` (others run the last trials).
+    or ``"wait"`` (others run the last trials)."""
+    return read_step(study, trials)[0]
+
+
+def read_step(study, trials: int) -> tuple[str, list]:
+    """:func:`next_step`, and the study's trials it was decided on.
 
     Every count comes from ONE read of the study: trials finish outside the lock, so finished trials counted
     in one read and running ones in a later read miss a trial that finished between the two, and the study
@@ -124,7 +129,8 @@ def next_step(study, trials: int) -> str:
 
     s = optuna.trial.TrialState
     n_waiting = finished = running = running_baselines = 0
-    for t in study.get_trials(deepcopy=False):
+    seen = study.get_trials(deepcopy=False)
+    for t in seen:
         if t.state == s.WAITING:
             n_waiting += 1
         elif t.state in (s.COMPLETE, s.PRUNED):
@@ -135,8 +141,8 @@ def next_step(study, trials: int) -> str:
             else:
                 running += 1
     if n_waiting or finished + running < trials:
-        return "ask"
-    return "stop" if finished >= trials and not running_baselines else "wait"
+        return "ask", seen
+    return ("stop" if finished >= trials and not running_baselines else "wait"), seen
 
 
 def run_one_trial(study, trial, objective) -> Any:
@@ -205,6 +211,15 @@ class Decider:
     def __init__(self, cfg, space, every_s: float = 5.0) -> None:
         self.cfg, self.space, self.every_s = cfg, space, float(every_s)
         self.last = -float("inf")
+        self.seen: list = []  # the study's trials the last decision read
+
+    def prime(self, study, trial) -> None:
+        """Hand the trials the last decision read to the study's pruner for ``trial``, just asked: a pruner that
+        reads the completed trials once per trial (:class:`~..completed_once.CompletedOncePerTrial`) starts
+        from this read instead of reading the study again at the trial's first epoch."""
+        prime = getattr(study.pruner, "prime", None)
+        if prime is not None:
+            prime(study, trial.number, self.seen)
 
     def _tidy(self, study) -> None:
         tidy(study, self.cfg, self.space)
@@ -214,10 +229,10 @@ class Decider:
         fresh = time.monotonic() - self.last >= self.every_s
         if fresh:
             self._tidy(study)
-        step = next_step(study, trials)
+        step, self.seen = read_step(study, trials)
         if step != "ask" and not fresh:
             self._tidy(study)
-            step = next_step(study, trials)
+            step, self.seen = read_step(study, trials)
         return step
 
 
@@ -281,6 +296,7 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
                     with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
                         trial = study.ask()
                     tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
+                    decide.prime(study, trial)
                 elif step == "stop":
                     break
             if trial is None:  # others are running the last trials: wait for them (or their retries)

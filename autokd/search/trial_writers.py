@@ -1,0 +1,212 @@
+"""Several writes of one trial sent to its storage at once: the storage side of :mod:`.batched_writes`.
+
+A writer stores a trial's parameters, user attributes and intermediate values together, with exactly the rows
+(or journal records) and checks of Optuna's own one-by-one calls:
+
+- :class:`RDBWriter` (SQLite, PostgreSQL): ONE transaction -- one trial check, one query for parameter
+  distributions this process has not seen, one multi-row insert of parameters, one multi-row upsert each of
+  user attributes and intermediate values, in Optuna's own tables.
+- :class:`JournalWriter` (Optuna's ``JournalStorage``: a journal file, Redis): ONE append of the records
+  Optuna's calls would append one by one (each an open, a file lock and a write on a journal file), after the
+  checks Optuna's replay makes, so that nothing of a refused group is appended.
+
+:func:`writer_of` picks one for a live ``optuna.Trial``, or ``None`` (in-memory, gRPC proxy, anything else):
+then the caller writes key by key, which is the same contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["RDBWriter", "JournalWriter", "writer_of"]
+
+Params = list[tuple[str, float, Any]]  # (name, internal value, distribution), in suggestion order
+
+
+def writer_of(trial: Any) -> RDBWriter | JournalWriter | None:
+    """The writer for a live trial's storage, or ``None`` where only Optuna's own calls apply."""
+    storage = getattr(trial, "storage", None)
+    if storage is None or getattr(trial, "_trial_id", None) is None:
+        return None
+    import optuna
+    from optuna.storages._cached_storage import _CachedStorage
+
+    if not isinstance(trial, optuna.Trial):
+        return None
+    if isinstance(storage, optuna.storages.JournalStorage):
+        return JournalWriter(storage).detach(trial)
+    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    if isinstance(backend, optuna.storages.RDBStorage) and backend.engine.name in ("sqlite", "postgresql"):
+        return RDBWriter(storage, backend)
+    return None
+
+
+class RDBWriter:
+    """One transaction per write on SQLite or PostgreSQL (``storage`` is the study's storage: Optuna's
+    ``_CachedStorage`` around ``backend``, or ``backend`` itself)."""
+
+    def __init__(self, storage: Any, backend: Any) -> None:
+        self.storage, self.backend = storage, backend
+        self._cache = storage if hasattr(storage, "_trial_id_to_study_id_and_number") else None
+
+    def known_distribution(self, trial_id: int, name: str) -> Any:
+        """The distribution of parameter ``name`` that ``_CachedStorage`` holds for the trial's study, if any."""
+        if self._cache is None:
+            return None
+        with self._cache._lock:
+            study_id, _ = self._cache._trial_id_to_study_id_and_number[trial_id]
+            return self._cache._studies[study_id].param_distribution.get(name)
+
+    def write(self, trial_id: int, params: Params = (), attrs: Mapping[str, Any] | None = None,
+              values: Mapping[int, float] | None = None) -> None:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        # what _CachedStorage.set_trial_param does for each parameter, for all of them in one session
+        lock = self._cache._lock if self._cache is not None else contextlib.nullcontext()
+        with lock:
+            known: dict[str, Any] = {}
+            if self._cache is not None:
+                study_id, _ = self._cache._trial_id_to_study_id_and_number[trial_id]
+                known = self._cache._studies[study_id].param_distribution
+            with _create_scoped_session(self.backend.scoped_session) as session:
+                row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as in Optuna
+                if params:
+                    _insert_params(session, row.study_id, trial_id, params, known)
+                if attrs:
+                    session.execute(self._attrs_upsert(trial_id, attrs))
+                if values:
+                    session.execute(self._values_upsert(trial_id, values))
+            if self._cache is not None:
+                for name, _value, distribution in params:
+                    known.setdefault(name, distribution)
+
+    def _upsert(self, table, rows: list[dict[str, Any]], key: tuple[str, str], value_columns: tuple[str, ...]):
+        """Insert ``rows`` into ``table``, updating ``value_columns`` of rows whose ``key`` columns exist."""
+        if self.backend.engine.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table).values(rows)
+        return stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key],
+                                          set_={c: getattr(stmt.excluded, c) for c in value_columns})
+
+    def _attrs_upsert(self, trial_id: int, attrs: Mapping[str, Any]):
+        """The user attributes as ``set_user_attr`` stores them (``json.dumps``)."""
+        from optuna.storages._rdb import models
+
+        rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+        return self._upsert(models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",))
+
+    def _values_upsert(self, trial_id: int, values: Mapping[int, float]):
+        """Intermediate values as ``Trial.report`` stores them (NaN and infinities by kind)."""
+        from optuna.storages._rdb import models
+
+        table = models.TrialIntermediateValueModel
+        rows = []
+        for step, value in sorted(values.items()):
+            stored, kind = table.intermediate_value_to_stored_repr(value)
+            rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                         "intermediate_value_type": kind})
+        return self._upsert(table, rows, ("trial_id", "step"), ("intermediate_value", "intermediate_value_type"))
+
+
+def _insert_params(session: Any, study_id: int, trial_id: int, params: Params, known: Mapping[str, Any]) -> None:
+    """Insert a trial's parameters as Optuna's ``_set_trial_param_without_commit`` does, one call per
+    parameter, but in ONE query for the distributions earlier trials used (only for names ``known`` lacks)
+    and ONE multi-row insert: each distribution must be compatible with one stored for its name in the study
+    (Optuna compares with the first row it finds; every stored row passed the same check)."""
+    from optuna import distributions as dists
+    from optuna.storages._rdb import models
+
+    unknown = sorted({name for name, _, _ in params} - set(known))
+    previous: dict[str, Any] = {}
+    if unknown:
+        rows = (session.query(models.TrialParamModel.param_name, models.TrialParamModel.distribution_json)
+                .join(models.TrialModel).filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialParamModel.param_name.in_(unknown)).all())
+        for name, distribution_json in rows:
+            previous.setdefault(name, distribution_json)
+    for name, _value, distribution in params:
+        before = known.get(name)
+        if before is None and name in previous:
+            before = dists.json_to_distribution(previous[name])
+        if before is not None:
+            dists.check_distribution_compatibility(before, distribution)
+    session.execute(models.TrialParamModel.__table__.insert(), [
+        {"trial_id": trial_id, "param_name": name, "param_value": value,
+         "distribution_json": dists.distribution_to_json(distribution)} for name, value, distribution in params])
+
+
+class JournalWriter:
+    """One append per write on Optuna's ``JournalStorage``.
+
+    Optuna's journal calls append a record and replay the journal; the replay checks the record (the trial
+    still running, a parameter's distribution compatible with the first earlier trial of the study that has
+    it) and raises in the process that wrote it. Here the same checks run on the replayed journal first --
+    so a refused group appends nothing, as a refused call stops Optuna's sequence -- then the records go in
+    one append and the journal is replayed, which raises as Optuna's does if another process finished the
+    trial in between."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    def detach(self, trial: Any) -> JournalWriter:
+        """Give ``trial`` its own copy of its frozen trial. The journal storage hands a live trial the very
+        object its replay holds, and the trial updates it in place on each write: with Optuna's own writes
+        the replay has already replaced that object with an updated copy, but a value kept for a later
+        write would show in the replay (in this process only) before it is stored, or though it never is."""
+        import copy
+
+        with self.storage._thread_lock:
+            if trial._cached_frozen_trial is self.storage._replay_result._trials.get(trial._trial_id):
+                trial._cached_frozen_trial = copy.deepcopy(trial._cached_frozen_trial)
+        return self
+
+    def known_distribution(self, trial_id: int, name: str) -> Any:
+        """The distribution the replayed journal holds for parameter ``name`` in the trial's study, if any."""
+        with self.storage._thread_lock:
+            return self._first_distribution(trial_id, name)
+
+    def _first_distribution(self, trial_id: int, name: str) -> Any:
+        replay = self.storage._replay_result
+        study_id = replay._trial_id_to_study_id.get(trial_id)
+        for other in replay._study_id_to_trial_ids.get(study_id, ()):
+            distribution = replay._trials[other].distributions.get(name)
+            if distribution is not None:
+                return distribution
+        return None
+
+    def write(self, trial_id: int, params: Params = (), attrs: Mapping[str, Any] | None = None,
+              values: Mapping[int, float] | None = None) -> None:
+        from optuna.distributions import check_distribution_compatibility, distribution_to_json
+        from optuna.storages.journal._storage import JournalOperation
+
+        records: list[tuple[int, dict[str, Any]]] = []
+        for name, value, distribution in params:
+            records.append((JournalOperation.SET_TRIAL_PARAM, {
+                "trial_id": trial_id, "param_name": name, "param_value_internal": value,
+                "distribution": distribution_to_json(distribution)}))
+        for key, value in (attrs or {}).items():
+            records.append((JournalOperation.SET_TRIAL_USER_ATTR, {"trial_id": trial_id, "user_attr": {key: value}}))
+        for step, value in sorted((values or {}).items()):
+            records.append((JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE,
+                            {"trial_id": trial_id, "step": step, "intermediate_value": value}))
+        if not records:
+            return
+        storage = self.storage
+        with storage._thread_lock:
+            storage._sync_with_backend()
+            replay = storage._replay_result
+            worker_id = replay.worker_id
+            replay._trial_exists_and_updatable(trial_id, {"worker_id": worker_id})  # raises as Optuna's replay does
+            for name, _value, distribution in params:
+                before = self._first_distribution(trial_id, name)
+                if before is not None:
+                    check_distribution_compatibility(before, distribution)
+            storage._backend.append_logs([{"op_code": op, "worker_id": worker_id, **fields} for op, fields in records])
+            storage._sync_with_backend()
