@@ -54,7 +54,7 @@ def set_user_attrs(trial: Any, attrs: Mapping[str, Any]) -> None:
         group.attrs.update(attrs)
         trial._cached_frozen_trial.user_attrs.update(attrs)
         return
-    writer = writer_of(trial) if len(attrs) > 1 else None
+    writer = writer_of(trial)
     if writer is None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

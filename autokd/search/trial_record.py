@@ -182,7 +182,7 @@ def record_failed(trial: Any, reason: str) -> None:
 
 def record_worker(trial: Any, worker: str) -> None:
     """Who runs the trial (``host:pid``), recorded right after ``ask`` (a kill then leaves a dead owner)."""
-    trial.set_user_attr(Key.WORKER.value, worker)
+    set_user_attrs(trial, {Key.WORKER.value: worker})
 
 
 def record_interrupted(trial: Any, signal_name: str) -> None:

@@ -62,9 +62,9 @@ class RDBWriter:
 
     def write(self, trial_id: int, params: Params = (), attrs: Mapping[str, Any] | None = None,
               values: Mapping[int, float] | None = None) -> None:
-        from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
+        statements = _rdb_statements(self.backend.engine.name)
         # what _CachedStorage.set_trial_param does for each parameter, for all of them in one session
         lock = self._cache._lock if self._cache is not None else contextlib.nullcontext()
         with lock:
@@ -73,63 +73,83 @@ class RDBWriter:
                 study_id, _ = self._cache._trial_id_to_study_id_and_number[trial_id]
                 known = self._cache._studies[study_id].param_distribution
             with _create_scoped_session(self.backend.scoped_session) as session:
-                row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                db = session.connection()
+                row = db.execute(statements["trial"], {"id": trial_id}).one_or_none()
+                if row is None:
+                    from optuna.storages._rdb.models import NOT_FOUND_MSG
+
+                    raise KeyError(NOT_FOUND_MSG)  # what Optuna's writes raise for an unknown trial
                 self.backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as in Optuna
                 if params:
-                    _insert_params(session, row.study_id, trial_id, params, known)
-                if attrs:
-                    session.execute(self._attrs_upsert(trial_id, attrs))
+                    _insert_params(db, statements, row.study_id, trial_id, params, known)
+                if attrs:  # as set_user_attr stores them (json.dumps)
+                    db.execute(statements["attrs"], [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                                     for k, v in attrs.items()])
                 if values:
-                    session.execute(self._values_upsert(trial_id, values))
+                    db.execute(statements["values"], _value_rows(trial_id, values))
             if self._cache is not None:
                 for name, _value, distribution in params:
                     known.setdefault(name, distribution)
 
-    def _upsert(self, table, rows: list[dict[str, Any]], key: tuple[str, str], value_columns: tuple[str, ...]):
-        """Insert ``rows`` into ``table``, updating ``value_columns`` of rows whose ``key`` columns exist."""
-        if self.backend.engine.name == "sqlite":
+
+_STATEMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _rdb_statements(dialect: str) -> dict[str, Any]:
+    """The writer's statements for ``dialect``, built once (building an upsert costs more than running it on
+    SQLite); rows are passed at execution (one multi-row statement per group)."""
+    if dialect not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table).values(rows)
-        return stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key],
-                                          set_={c: getattr(stmt.excluded, c) for c in value_columns})
 
-    def _attrs_upsert(self, trial_id: int, attrs: Mapping[str, Any]):
-        """The user attributes as ``set_user_attr`` stores them (``json.dumps``)."""
-        from optuna.storages._rdb import models
+        def upsert(table, key: tuple[str, str], value_columns: tuple[str, ...]):
+            stmt = insert(table)
+            return stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key],
+                                              set_={c: getattr(stmt.excluded, c) for c in value_columns})
 
-        rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-        return self._upsert(models.TrialUserAttributeModel, rows, ("trial_id", "key"), ("value_json",))
-
-    def _values_upsert(self, trial_id: int, values: Mapping[int, float]):
-        """Intermediate values as ``Trial.report`` stores them (NaN and infinities by kind)."""
-        from optuna.storages._rdb import models
-
-        table = models.TrialIntermediateValueModel
-        rows = []
-        for step, value in sorted(values.items()):
-            stored, kind = table.intermediate_value_to_stored_repr(value)
-            rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
-                         "intermediate_value_type": kind})
-        return self._upsert(table, rows, ("trial_id", "step"), ("intermediate_value", "intermediate_value_type"))
+        t, p = models.TrialModel, models.TrialParamModel
+        _STATEMENTS[dialect] = {
+            "trial": sa.select(t.study_id, t.state).where(t.trial_id == sa.bindparam("id")),
+            "previous": sa.select(p.param_name, p.distribution_json).join(t, p.trial_id == t.trial_id)
+                          .where(t.study_id == sa.bindparam("study"), p.param_name.in_(sa.bindparam("names",
+                                                                                                    expanding=True))),
+            "params": sa.insert(p),
+            "attrs": upsert(models.TrialUserAttributeModel, ("trial_id", "key"), ("value_json",)),
+            "values": upsert(models.TrialIntermediateValueModel, ("trial_id", "step"),
+                             ("intermediate_value", "intermediate_value_type")),
+        }
+    return _STATEMENTS[dialect]
 
 
-def _insert_params(session: Any, study_id: int, trial_id: int, params: Params, known: Mapping[str, Any]) -> None:
+def _value_rows(trial_id: int, values: Mapping[int, float]) -> list[dict[str, Any]]:
+    """Intermediate values as ``Trial.report`` stores them (NaN and infinities by kind)."""
+    from optuna.storages._rdb import models
+
+    rows = []
+    for step, value in sorted(values.items()):
+        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+        rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                     "intermediate_value_type": kind})
+    return rows
+
+
+def _insert_params(db: Any, statements: dict[str, Any], study_id: int, trial_id: int, params: Params,
+                   known: Mapping[str, Any]) -> None:
     """Insert a trial's parameters as Optuna's ``_set_trial_param_without_commit`` does, one call per
     parameter, but in ONE query for the distributions earlier trials used (only for names ``known`` lacks)
     and ONE multi-row insert: each distribution must be compatible with one stored for its name in the study
     (Optuna compares with the first row it finds; every stored row passed the same check)."""
     from optuna import distributions as dists
-    from optuna.storages._rdb import models
 
     unknown = sorted({name for name, _, _ in params} - set(known))
     previous: dict[str, Any] = {}
     if unknown:
-        rows = (session.query(models.TrialParamModel.param_name, models.TrialParamModel.distribution_json)
-                .join(models.TrialModel).filter(models.TrialModel.study_id == study_id)
-                .filter(models.TrialParamModel.param_name.in_(unknown)).all())
-        for name, distribution_json in rows:
+        for name, distribution_json in db.execute(statements["previous"], {"study": study_id, "names": unknown}):
             previous.setdefault(name, distribution_json)
     for name, _value, distribution in params:
         before = known.get(name)
@@ -137,7 +157,7 @@ def _insert_params(session: Any, study_id: int, trial_id: int, params: Params, k
             before = dists.json_to_distribution(previous[name])
         if before is not None:
             dists.check_distribution_compatibility(before, distribution)
-    session.execute(models.TrialParamModel.__table__.insert(), [
+    db.execute(statements["params"], [
         {"trial_id": trial_id, "param_name": name, "param_value": value,
          "distribution_json": dists.distribution_to_json(distribution)} for name, value, distribution in params])
 

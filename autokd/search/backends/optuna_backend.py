@@ -22,7 +22,7 @@ from ...errors import AutoKDError
 from .. import trial_record as tr
 from ..objective import Objective
 from .storage import study_lock
-from .workers import fail_dead_local_trials, fail_unclaimed_trials, run_seed, worker_id
+from .workers import fail_dead_local_trials, fail_unclaimed_trials, heartbeat, run_seed, worker_id
 
 if TYPE_CHECKING:
     from ...context import StudyContext
@@ -152,10 +152,8 @@ def run_one_trial(study, trial, objective) -> Any:
     another worker failed meanwhile because its heartbeat stopped past the grace period (this process was
     suspended or starved) is left failed, and this worker goes on: the retry of that trial runs elsewhere."""
     import optuna
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
     state, values, error = None, None, None
-    with get_heartbeat_thread(trial._trial_id, study._storage):
+    with heartbeat(study, trial._trial_id):
         try:
             values = objective(trial)
             state = optuna.trial.TrialState.COMPLETE

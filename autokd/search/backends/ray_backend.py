@@ -346,9 +346,9 @@ def _raiser(e: BaseException):
 
 
 def _heartbeat(study, trial):
-    from optuna.storages._heartbeat import get_heartbeat_thread
+    from .workers import heartbeat
 
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+    return heartbeat(study, trial._trial_id)
 
 
 def _short_dirname(trial) -> str:

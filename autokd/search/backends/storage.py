@@ -104,7 +104,9 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
+        from .lean_reads import LeanReadsRDBStorage
+
+        storage = LeanReadsRDBStorage(
             _sqlalchemy_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
             heartbeat_stale_trial_callback=RetryTrial(),
             **kwargs,

@@ -1,0 +1,144 @@
+"""The study storage's lean reads (two queries per read) give exactly Optuna's trials, on SQLite and
+PostgreSQL; the trial heartbeat records its first beat before the trial starts, then one per interval."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+import pytest
+
+from autokd.search.backends.lean_reads import LeanReadsRDBStorage
+from autokd.search.backends.storage import make_storage
+from autokd.search.backends.workers import heartbeat
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+S = optuna.trial.TrialState
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(tmp_path, request):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'a.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _fill(study) -> None:
+    """Trials of every kind: parameters of each distribution, attributes, NaN and infinite intermediate values,
+    two objectives (one infinite), every state."""
+    storage = study._storage
+    for i in range(8):
+        t = study.ask()
+        t.suggest_float("lr", 1e-4, 1.0, log=True)
+        t.suggest_int("width", 1, 9, step=2)
+        t.suggest_categorical("loss", ["kd", None, 3, 0.5])
+        if i % 2:
+            t.suggest_float("t", 1.0, 8.0, step=0.5)
+        t.set_user_attr("recipe", {"student": {"name": "cnn"}, "terms": [1, 2.5]})
+        t.set_user_attr("none", None)
+        storage.set_trial_system_attr(t._trial_id, "sys", [i, "x"])
+        for step, v in enumerate([0.5, math.nan, math.inf, -math.inf, 0.25][: i % 6]):
+            storage.set_trial_intermediate_value(t._trial_id, step, v)
+        if i % 4 == 0:
+            study.tell(t, [math.inf, -math.inf] if i == 4 else [0.1 * i, 2.0])
+        elif i % 4 == 1:
+            study.tell(t, state=S.FAIL)
+        elif i % 4 == 2:
+            study.tell(t, state=S.PRUNED)
+    study.enqueue_trial({"lr": 0.01}, user_attrs={"baseline": "kd"})
+
+
+def _same(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> None:
+    assert (a.number, a.state, a.values, a._trial_id) == (b.number, b.state, b.values, b._trial_id)
+    assert a.params == b.params and a.distributions == b.distributions
+    assert list(a.params) == list(b.params)  # in the order they were stored
+    assert a.user_attrs == b.user_attrs and a.system_attrs == b.system_attrs
+    assert a.datetime_start == b.datetime_start and a.datetime_complete == b.datetime_complete
+    assert a.intermediate_values.keys() == b.intermediate_values.keys()
+    for step, v in a.intermediate_values.items():
+        w = b.intermediate_values[step]
+        assert (math.isnan(v) and math.isnan(w)) or v == w
+
+
+def test_lean_reads_equal_optunas(url):
+    lean = make_storage(url)
+    assert isinstance(lean, LeanReadsRDBStorage)
+    plain = optuna.storages.RDBStorage(url)  # Optuna's own reads of the same database
+    study = optuna.create_study(storage=lean, study_name=f"lean{time.monotonic_ns()}",
+                                directions=["maximize", "minimize"])
+    _fill(study)
+    sid = study._study_id
+    ours, theirs = lean._get_trials(sid, None, set(), -1), plain._get_trials(sid, None, set(), -1)
+    assert len(ours) == len(theirs) == 9
+    assert {t.state for t in ours} == {S.COMPLETE, S.FAIL, S.PRUNED, S.RUNNING, S.WAITING}
+    for a, b in zip(ours, theirs, strict=True):
+        _same(a, b)
+        _same(lean.get_trial(b._trial_id), plain.get_trial(b._trial_id))
+    ids = [t._trial_id for t in theirs]
+    for states, included, greater in [((S.RUNNING,), {ids[1], ids[3]}, ids[4]), (None, set(), ids[5]),
+                                      ((S.COMPLETE, S.WAITING), {ids[0], ids[8]}, ids[6]), (None, {ids[2]}, -1)]:
+        ours = lean._get_trials(sid, states, included, greater)
+        theirs = plain._get_trials(sid, states, included, greater)
+        assert [t.number for t in ours] == [t.number for t in theirs]
+        for a, b in zip(ours, theirs, strict=True):
+            _same(a, b)
+    with pytest.raises(KeyError):
+        lean.get_trial(10**7)
+    with pytest.raises(KeyError):
+        lean._get_trials(10**7, None, set(), -1)
+    # and through Optuna's cache, as a study reads it
+    again = optuna.load_study(study_name=study.study_name, storage=make_storage(url))
+    theirs = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
+    for a, b in zip(again.get_trials(), theirs, strict=True):
+        _same(a, b)
+
+
+def test_lean_reads_take_two_queries(tmp_path):
+    from sqlalchemy import event
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    _fill(study)
+    first = study.trials[0]._trial_id
+    seen = []
+    event.listen(storage.engine, "before_cursor_execute", lambda *a, **k: seen.append(1))
+    storage.get_trial(first)
+    assert len(seen) == 2  # the trial row, then its children in one union (Optuna: six)
+    seen.clear()
+    storage._get_trials(study._study_id, None, set(), -1)
+    assert len(seen) == 3  # the study, the trial rows, their children (Optuna: seven)
+
+
+class _Beats:
+    def __init__(self, interval):
+        self.interval, self.beats = interval, []
+
+    def get_heartbeat_interval(self):
+        return self.interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return None
+
+    def record_heartbeat(self, trial_id):
+        self.beats.append((trial_id, time.monotonic()))
+
+
+def test_the_first_heartbeat_is_recorded_before_the_trial_then_one_per_interval(monkeypatch):
+    import optuna.storages._heartbeat as hb
+
+    beats = _Beats(0.2)
+    monkeypatch.setattr(hb, "is_heartbeat_enabled", lambda storage: storage is beats)
+    study = type("S", (), {"_storage": beats})()
+    with heartbeat(study, 7):
+        assert len(beats.beats) == 1  # recorded before the block runs, by the caller
+        start = beats.beats[0][1]
+        time.sleep(0.5)
+    n = len(beats.beats)
+    assert n in (2, 3) and all(t == 7 for t, _ in beats.beats)  # at 0.2 s and 0.4 s
+    assert beats.beats[1][1] - start >= 0.19
+    time.sleep(0.3)
+    assert len(beats.beats) == n  # stopped with the block
+    plain = type("S", (), {"_storage": object()})()
+    with heartbeat(plain, 1):  # a storage without heartbeats: nothing
+        pass
