@@ -9,7 +9,7 @@ import time
 import optuna
 import pytest
 
-from autokd.search.backends.lean_reads import LeanReadsRDBStorage
+from autokd.search.backends.lean_storage import LeanRDBStorage
 from autokd.search.backends.storage import make_storage
 from autokd.search.backends.workers import heartbeat
 
@@ -61,9 +61,9 @@ def _same(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> None:
         assert (math.isnan(v) and math.isnan(w)) or v == w
 
 
-def test_lean_reads_equal_optunas(url):
+def test_lean_storage_equal_optunas(url):
     lean = make_storage(url)
-    assert isinstance(lean, LeanReadsRDBStorage)
+    assert isinstance(lean, LeanRDBStorage)
     plain = optuna.storages.RDBStorage(url)  # Optuna's own reads of the same database
     study = optuna.create_study(storage=lean, study_name=f"lean{time.monotonic_ns()}",
                                 directions=["maximize", "minimize"])
@@ -94,7 +94,7 @@ def test_lean_reads_equal_optunas(url):
         _same(a, b)
 
 
-def test_lean_reads_take_two_queries(tmp_path):
+def test_lean_storage_take_two_queries(tmp_path):
     from sqlalchemy import event
 
     storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
@@ -142,3 +142,45 @@ def test_the_first_heartbeat_is_recorded_before_the_trial_then_one_per_interval(
     plain = type("S", (), {"_storage": object()})()
     with heartbeat(plain, 1):  # a storage without heartbeats: nothing
         pass
+
+
+def _state_row(storage, trial_id):
+    t = storage.get_trial(trial_id)
+    return t.state, t.values, t.datetime_start is not None, t.datetime_complete is not None
+
+
+def test_state_changes_equal_optunas(url):
+    """The same sequence of state changes on Optuna's storage and on the lean one: the same results, the same
+    refusals, the same stored trials (datetimes within the second they were set)."""
+    import datetime
+
+    results = {}
+    for kind in ("lean", "optuna"):
+        storage = make_storage(url) if kind == "lean" else optuna.storages.RDBStorage(url)
+        study = optuna.create_study(storage=storage, study_name=f"st{kind}{time.monotonic_ns()}",
+                                    directions=["maximize", "minimize"])
+        study.enqueue_trial({})
+        study.enqueue_trial({})
+        backend = storage
+        ids = [t._trial_id for t in study.get_trials()]
+        log = []
+        before = datetime.datetime.now()
+        log.append(backend.set_trial_state_values(ids[0], S.RUNNING))  # WAITING -> RUNNING: True
+        log.append(backend.set_trial_state_values(ids[0], S.RUNNING))  # already running: False
+        log.append(backend.set_trial_state_values(ids[0], S.COMPLETE, [0.5, math.inf]))
+        log.append(backend.set_trial_state_values(ids[1], S.RUNNING))
+        log.append(backend.set_trial_state_values(ids[1], S.PRUNED, [-math.inf, 2.0]))
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            backend.set_trial_state_values(ids[0], S.FAIL)
+        with pytest.raises(KeyError):
+            backend.set_trial_state_values(10**7, S.FAIL)
+        trial = study.ask()  # a fresh trial, failed
+        log.append(backend.set_trial_state_values(trial._trial_id, S.FAIL))
+        rows = [_state_row(backend, i) for i in [*ids, trial._trial_id]]
+        stamps = [(t.datetime_start, t.datetime_complete) for t in study.get_trials()]
+        for start, complete in stamps:
+            assert start is not None and start >= before.replace(microsecond=0) - datetime.timedelta(seconds=1)
+            assert complete is not None and complete >= start
+        results[kind] = (log, rows)
+    assert results["lean"] == results["optuna"]
+    assert results["lean"][0] == [True, False, True, True, True, True]

@@ -104,9 +104,9 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        from .lean_reads import LeanReadsRDBStorage
+        from .lean_storage import LeanRDBStorage
 
-        storage = LeanReadsRDBStorage(
+        storage = LeanRDBStorage(
             _sqlalchemy_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
             heartbeat_stale_trial_callback=RetryTrial(),
             **kwargs,
