@@ -203,7 +203,9 @@ class Recipe(_Strict):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        # libyaml's emitter when PyYAML has it: the same text as yaml.safe_dump (tested), ~4x faster (a trial
+        # writes its recipe file between two trainings)
+        return yaml.dump(self.to_dict(), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
 
     def dump(self, path: str | Path) -> Path:
         """Write the recipe as YAML, atomically (an interrupted write never corrupts an existing recipe)."""

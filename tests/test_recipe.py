@@ -117,3 +117,28 @@ def test_student_init_and_quantize_are_optional_pure_data(tmp_path):
                        ({"init": {"name": "net2net", "params": {"noise": float("nan")}}}, "finite")]:
         with pytest.raises(ConfigError, match=match):
             Recipe.from_dict({"student": {"name": "cnn", **bad}})
+
+
+def test_to_yaml_is_the_text_of_yaml_safe_dump():
+    """Recipe files are written with libyaml's emitter where PyYAML has it: the very text the pure-Python
+    ``yaml.safe_dump`` writes, for every recipe a large space samples."""
+    from pathlib import Path
+
+    import optuna
+    import yaml
+
+    from autokd.search import SearchSpace
+
+    space = SearchSpace.load(Path(__file__).resolve().parents[1] / "search_spaces" / "primitives.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    checked = 0
+    for _ in range(60):
+        trial = study.ask()
+        try:
+            recipe = space.suggest(trial)
+        except ConfigError:
+            continue
+        assert recipe.to_yaml() == yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+        assert Recipe.from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
+        checked += 1
+    assert checked >= 30
