@@ -102,11 +102,13 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
+    from .lean_storage import LeanRDBStorage
+
+    # the lean reads and state changes are tested on SQLite and PostgreSQL; MySQL keeps Optuna's own storage
+    rdb = LeanRDBStorage if kind in ("sqlite", "postgresql") else optuna.storages.RDBStorage
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna but long-standing
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        from .lean_storage import LeanRDBStorage
-
-        storage = LeanRDBStorage(
+        storage = rdb(
             _sqlalchemy_url(url), heartbeat_interval=heartbeat_interval, grace_period=grace_period,
             heartbeat_stale_trial_callback=RetryTrial(),
             **kwargs,
