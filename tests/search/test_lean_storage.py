@@ -1,5 +1,6 @@
-"""The study storage's lean reads (two queries per read) give exactly Optuna's trials, on SQLite and
-PostgreSQL; the trial heartbeat records its first beat before the trial starts, then one per interval."""
+"""The study storage's lean reads (one statement per read) and state changes give exactly Optuna's trials and
+results, on SQLite and PostgreSQL; the trial heartbeat records its first beat before the trial starts, then
+one per interval."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _same(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> None:
         assert (math.isnan(v) and math.isnan(w)) or v == w
 
 
-def test_lean_storage_equal_optunas(url):
+def test_lean_reads_equal_optunas(url):
     lean = make_storage(url)
     assert isinstance(lean, LeanRDBStorage)
     plain = optuna.storages.RDBStorage(url)  # Optuna's own reads of the same database
@@ -94,7 +95,7 @@ def test_lean_storage_equal_optunas(url):
         _same(a, b)
 
 
-def test_lean_storage_take_two_queries(tmp_path):
+def test_a_read_is_one_statement(tmp_path):
     from sqlalchemy import event
 
     storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
@@ -104,10 +105,36 @@ def test_lean_storage_take_two_queries(tmp_path):
     seen = []
     event.listen(storage.engine, "before_cursor_execute", lambda *a, **k: seen.append(1))
     storage.get_trial(first)
-    assert len(seen) == 2  # the trial row, then its children in one union (Optuna: six)
+    assert len(seen) == 1  # the trial's row and its children in one union (Optuna: six, in a transaction)
     seen.clear()
-    storage._get_trials(study._study_id, None, set(), -1)
-    assert len(seen) == 3  # the study, the trial rows, their children (Optuna: seven)
+    storage._get_trials(study._study_id, None, {first}, first + 3)
+    assert len(seen) == 1  # the study, the trial rows, their children (Optuna: seven)
+
+
+def test_too_many_listed_ids_fall_back_as_optuna_does(tmp_path, monkeypatch):
+    """Optuna reads all the study's trials and keeps the listed or newer ones when the database refuses the
+    id list (SQLite's limit on bound variables); so does the lean read."""
+    import sqlalchemy.exc
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = make_storage(url)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    _fill(study)
+    ids = [t._trial_id for t in study.get_trials()]
+    read = storage._read
+
+    def refuse_lists(statement, params):
+        if "ids" in params:
+            raise sqlalchemy.exc.OperationalError("SELECT", params, Exception("too many SQL variables"))
+        return read(statement, params)
+
+    monkeypatch.setattr(storage, "_read", refuse_lists)
+    ours = storage._get_trials(study._study_id, (S.RUNNING, S.WAITING), {ids[1], ids[3]}, ids[5])
+    theirs = optuna.storages.RDBStorage(url)._get_trials(study._study_id, (S.RUNNING, S.WAITING),
+                                                         {ids[1], ids[3]}, ids[5])
+    assert [t.number for t in ours] == [t.number for t in theirs] and ours
+    for a, b in zip(ours, theirs, strict=True):
+        _same(a, b)
 
 
 class _Beats:
@@ -184,3 +211,46 @@ def test_state_changes_equal_optunas(url):
         results[kind] = (log, rows)
     assert results["lean"] == results["optuna"]
     assert results["lean"][0] == [True, False, True, True, True, True]
+
+
+def test_new_trials_and_heartbeats_equal_optunas(url):
+    """Trials created by the lean storage and by Optuna's, interleaved on one study, are numbered 0, 1, 2, ...
+    in creation order; the cached new trial equals the stored one; a heartbeat is one row per trial, at the
+    database's time, and a stopped one makes the trial stale for Optuna as before."""
+    import datetime
+
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    lean, plain = make_storage(url), optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=lean, study_name=f"new{time.monotonic_ns()}")
+    sid = study._study_id
+    made = []
+    for k in range(6):
+        frozen = (lean if k % 2 == 0 else plain)._create_new_trial(sid)
+        made.append(frozen)
+        _same(frozen, plain.get_trial(frozen._trial_id))
+        assert frozen.state == S.RUNNING and frozen.datetime_start is not None
+        assert abs(frozen.datetime_start - datetime.datetime.now()) < datetime.timedelta(seconds=5)
+    assert [t.number for t in made] == list(range(6))
+    with pytest.raises(KeyError):
+        lean._create_new_trial(10**7)
+    template = optuna.create_trial(params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                                   value=1.0)
+    from_template = lean._create_new_trial(sid, template)  # Optuna's own path
+    assert from_template.number == 6 and plain.get_trial(from_template._trial_id).params == {"x": 0.5}
+
+    for storage, trial in ((lean, made[0]), (plain, made[1])):
+        storage.record_heartbeat(trial._trial_id)
+        storage.record_heartbeat(trial._trial_id)
+    with lean.engine.connect() as db:
+        hb = models.TrialHeartbeatModel
+        rows = db.execute(sa.select(hb.trial_id, hb.heartbeat).order_by(hb.trial_id)).all()
+        db_now = db.execute(sa.select(sa.func.current_timestamp())).scalar_one()
+    assert [r.trial_id for r in rows] == [made[0]._trial_id, made[1]._trial_id]
+    for r in rows:
+        assert abs(r.heartbeat.replace(tzinfo=None) - db_now.replace(tzinfo=None)) < datetime.timedelta(seconds=5)
+    checker = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
+    time.sleep(2.2)
+    stale = checker._get_stale_trial_ids(sid)
+    assert made[0]._trial_id in stale and made[1]._trial_id in stale  # beats stopped: both stale alike

@@ -1,22 +1,26 @@
-"""Optuna's RDB storage with trials read in two queries instead of six or seven, and told in three.
+"""Optuna's RDB storage with a trial -- or the trials a study read asks for -- read in ONE statement, and a
+trial's state changed in three.
 
 ``RDBStorage.get_trial`` loads the trial row, then its parameters, values, user attributes, system attributes
-and intermediate values, one query each (SQLAlchemy lazy loads); ``_get_trials`` -- what every
-``study.get_trials`` runs through Optuna's cache -- checks the study, loads the trial rows, then the same five
-tables (select-in loads). A worker reads a trial about three times per trial (``ask``, twice in ``tell``) and
-the study's new and running trials about twice (the worker loop's decision, ``ask``'s waiting trials): about
-35 queries per trial, ~0.25 ms each on SQLite and a network round trip each on PostgreSQL.
+and intermediate values, one query each (SQLAlchemy lazy loads), in a transaction; ``_get_trials`` -- what
+every ``study.get_trials`` runs through Optuna's cache -- checks the study, loads the trial rows, then the same
+five tables (select-in loads). A worker reads a trial about three times per trial (``ask``, twice in
+``tell``) and the study's new and running trials about twice (the worker loop's decision, ``ask``'s waiting
+trials): about 35 statements per trial plus each transaction's begin and commit, ~0.25 ms each on SQLite and
+a network round trip each on PostgreSQL.
 
-:class:`LeanRDBStorage` answers both with the trial rows in one query and the rows of all five tables
-in ONE ``UNION ALL`` query (per 500 trials), and builds each ``FrozenTrial`` exactly as
-``RDBStorage._build_frozen_trial_from_trial_model`` does: parameters in the order they were stored, values by
-objective, infinities and NaN restored from their stored kind, datetimes from naive UTC to naive local time.
-``set_trial_state_values`` (``tell``, and ``ask`` popping a waiting trial) runs Optuna's steps -- lock the
-trial row, refuse a finished trial, store the values, refuse to start a trial that is not waiting, set the
-state and its datetime -- as three statements (lock, one upsert of all values, one update) instead of the
-ORM's four to six. Everything else -- the other writes, the schema, heartbeats, pickling for Ray -- is
-Optuna's own ``RDBStorage``. Tests compare its trials and its state changes with Optuna's on SQLite and
-PostgreSQL.
+:class:`LeanRDBStorage` answers each read with ONE ``UNION ALL`` statement -- the study's row (does it
+exist), the trial rows, and the rows of the five tables for those trials -- run outside a transaction (one
+statement sees one consistent snapshot, so no begin and commit), and builds each ``FrozenTrial`` exactly as
+``RDBStorage._build_frozen_trial_from_trial_model`` does: parameters in the order they were stored, values
+by objective, infinities and NaN restored from their stored kind, datetimes from naive UTC to naive local
+time. ``set_trial_state_values`` (``tell``, and ``ask`` popping a waiting trial) runs Optuna's steps -- lock
+the trial row, refuse a finished trial, store the values, refuse to start a trial that is not waiting, set
+the state and its datetime -- as three statements (lock, one upsert of all values, one update) instead of
+the ORM's four to six; a new trial takes three (lock the study, insert, number it) and a heartbeat one
+(upsert). Everything else -- the other writes, the schema, pickling for Ray -- is Optuna's own
+``RDBStorage``. Tests compare its trials, new trials, heartbeats and state changes with Optuna's on SQLite
+and PostgreSQL. MySQL keeps Optuna's storage (``make_storage``).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import optuna
 
 __all__ = ["LeanRDBStorage"]
 
-_CHUNK = 500  # trials per children query (SQLAlchemy's select-in loads use the same)
-_PARAM, _VALUE, _USER, _SYSTEM, _STEP = range(5)
+_STUDY, _TRIAL, _PARAM, _VALUE, _USER, _SYSTEM, _STEP = range(-2, 5)
+_STATEMENTS: dict[Any, Any] = {}
 
 
 def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
@@ -41,31 +45,96 @@ def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
     return utc.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
 
 
-def _trial_columns():
+def _read_statement(trials_where: Any, study: bool):
+    """ONE ``UNION ALL`` of (the study's row when ``study``,) the trial rows that ``trials_where`` selects and
+    the rows of the five child tables for those trials, as (kind, trial_id, order, i, name, f, text, k, d1, d2);
+    each column typed the same in every branch (enums as their stored names, the trial's datetimes in d1, d2)."""
+    import sqlalchemy as sa
     from optuna.storages._rdb import models
 
+    def null(t):
+        return sa.cast(sa.null(), t)
+
+    float_t = sa.Float(precision=53)
     t = models.TrialModel
-    return (t.trial_id, t.number, t.state, t._datetime_start_utc, t._datetime_complete_utc)
+    selected = sa.select(t.trial_id).where(trials_where)
+
+    def branch(kind, table, order, integer=None, name=None, number=None, text=None, kind_name=None,
+               start=None, complete=None):
+        return sa.select(
+            sa.literal(kind, sa.Integer).label("kind"), table.trial_id.label("trial_id"), order.label("ord"),
+            (integer if integer is not None else null(sa.Integer)).label("i"),
+            (sa.cast(name, sa.String) if name is not None else null(sa.String)).label("name"),
+            (number if number is not None else null(float_t)).label("f"),
+            (sa.cast(text, sa.Text) if text is not None else null(sa.Text)).label("text"),
+            (sa.cast(kind_name, sa.String) if kind_name is not None else null(sa.String)).label("k"),
+            (start if start is not None else null(sa.DateTime)).label("d1"),
+            (complete if complete is not None else null(sa.DateTime)).label("d2"),
+        ).where(table.trial_id.in_(selected) if table is not t else trials_where)
+
+    p, v, u = models.TrialParamModel, models.TrialValueModel, models.TrialUserAttributeModel
+    sy, iv, st = models.TrialSystemAttributeModel, models.TrialIntermediateValueModel, models.StudyModel
+    branches = []
+    if study:
+        branches.append(sa.select(
+            sa.literal(_STUDY, sa.Integer).label("kind"), null(sa.Integer).label("trial_id"),
+            st.study_id.label("ord"), null(sa.Integer).label("i"), null(sa.String).label("name"),
+            null(float_t).label("f"), null(sa.Text).label("text"), null(sa.String).label("k"),
+            null(sa.DateTime).label("d1"), null(sa.DateTime).label("d2"),
+        ).where(st.study_id == sa.bindparam("study")))
+    branches += [
+        branch(_TRIAL, t, t.trial_id, integer=t.number, kind_name=t.state, start=t._datetime_start_utc,
+               complete=t._datetime_complete_utc),
+        branch(_PARAM, p, p.param_id, name=p.param_name, number=p.param_value, text=p.distribution_json),
+        branch(_VALUE, v, v.trial_value_id, integer=v.objective, number=v.value, kind_name=v.value_type),
+        branch(_USER, u, u.trial_user_attribute_id, name=u.key, text=u.value_json),
+        branch(_SYSTEM, sy, sy.trial_system_attribute_id, name=sy.key, text=sy.value_json),
+        branch(_STEP, iv, iv.trial_intermediate_value_id, integer=iv.step, number=iv.intermediate_value,
+               kind_name=iv.intermediate_value_type),
+    ]
+    return sa.union_all(*branches)
 
 
-_STATEMENTS: dict[str, Any] = {}
-
-
-def _statement(name: str):
-    """The statements, built once (building the union costs ~0.4 ms, more than running it on SQLite); the
-    trial ids are an expanding bound parameter."""
-    if "trial" not in _STATEMENTS:
+def _trials_statement(has_states: bool, narrowing: str):
+    """The read of a study's trials (``_get_trials``), built once per shape (building it costs more than
+    running it on SQLite): ``narrowing`` is "" (all), ">" (ids above a bound) or "in>" (listed ids or above)."""
+    key = ("trials", has_states, narrowing)
+    if key not in _STATEMENTS:
         import sqlalchemy as sa
         from optuna.storages._rdb import models
 
         t = models.TrialModel
-        _STATEMENTS["children"] = _children_query(sa.bindparam("ids", expanding=True))
-        _STATEMENTS["trial"] = sa.select(*_trial_columns()).where(t.trial_id == sa.bindparam("id"))
-        # "FOR UPDATE" locks the row on PostgreSQL; SQLite ignores it (its writes are serialised anyway)
+        where = [t.study_id == sa.bindparam("study")]
+        if has_states:
+            where.append(t.state.in_(sa.bindparam("states", expanding=True)))
+        if narrowing == ">":
+            where.append(t.trial_id > sa.bindparam("above"))
+        elif narrowing == "in>":
+            where.append(sa.or_(t.trial_id.in_(sa.bindparam("ids", expanding=True)),
+                                t.trial_id > sa.bindparam("above")))
+        _STATEMENTS[key] = _read_statement(sa.and_(*where), study=True)
+    return _STATEMENTS[key]
+
+
+def _trial_statement():
+    """The read of one trial (``get_trial``), built once."""
+    if "trial" not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        _STATEMENTS["trial"] = _read_statement(models.TrialModel.trial_id == sa.bindparam("id"), study=False)
+    return _STATEMENTS["trial"]
+
+
+def _lock_statement():
+    """The trial's state, its row locked ("FOR UPDATE" on PostgreSQL; SQLite serialises its writes anyway)."""
+    if "lock" not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        t = models.TrialModel
         _STATEMENTS["lock"] = sa.select(t.state).where(t.trial_id == sa.bindparam("id")).with_for_update()
-        study = models.StudyModel
-        _STATEMENTS["study"] = sa.select(study.study_id).where(study.study_id == sa.bindparam("id"))
-    return _STATEMENTS[name]
+    return _STATEMENTS["lock"]
 
 
 def _value_upsert(dialect: str):
@@ -86,58 +155,51 @@ def _value_upsert(dialect: str):
     return _STATEMENTS[key]
 
 
+def _study_lock_statement():
+    """The study's row, locked while a trial is created (its number counts the trials before it)."""
+    if "study-lock" not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        study = models.StudyModel
+        _STATEMENTS["study-lock"] = sa.select(study.study_id).where(
+            study.study_id == sa.bindparam("id")).with_for_update()
+    return _STATEMENTS["study-lock"]
+
+
+def _heartbeat_upsert(dialect: str):
+    key = f"heartbeat-{dialect}"
+    if key not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        table = models.TrialHeartbeatModel
+        _STATEMENTS[key] = insert(table).values(trial_id=sa.bindparam("trial_id"),
+                                                heartbeat=sa.func.current_timestamp()).on_conflict_do_update(
+            index_elements=[table.trial_id], set_={"heartbeat": sa.func.now()})
+    return _STATEMENTS[key]
+
+
 def _utc_now() -> datetime.datetime:
     """What Optuna stores for ``datetime.now()``: the time as naive UTC."""
     return datetime.datetime.now().astimezone(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def _children_query(trial_ids: Any):
-    """The five child tables' rows of ``trial_ids`` as one ``UNION ALL``: (kind, trial_id, order, int, name,
-    float, text, type); each column typed the same in every branch (enums as their stored names)."""
-    import sqlalchemy as sa
-    from optuna.storages._rdb import models
-
-    def branch(kind, table, order, integer=None, name=None, number=None, text=None, kind_name=None):
-        return sa.select(
-            sa.literal(kind, sa.Integer).label("kind"), table.trial_id.label("trial_id"), order.label("ord"),
-            (integer if integer is not None else sa.cast(sa.null(), sa.Integer)).label("i"),
-            (sa.cast(name, sa.String) if name is not None else sa.cast(sa.null(), sa.String)).label("name"),
-            (number if number is not None else sa.cast(sa.null(), sa.Float(precision=53))).label("f"),
-            (sa.cast(text, sa.Text) if text is not None else sa.cast(sa.null(), sa.Text)).label("text"),
-            (sa.cast(kind_name, sa.String) if kind_name is not None else sa.cast(sa.null(), sa.String)).label("k"),
-        ).where(table.trial_id.in_(trial_ids))
-
-    p, v, u = models.TrialParamModel, models.TrialValueModel, models.TrialUserAttributeModel
-    s, iv = models.TrialSystemAttributeModel, models.TrialIntermediateValueModel
-    return sa.union_all(
-        branch(_PARAM, p, p.param_id, name=p.param_name, number=p.param_value, text=p.distribution_json),
-        branch(_VALUE, v, v.trial_value_id, integer=v.objective, number=v.value, kind_name=v.value_type),
-        branch(_USER, u, u.trial_user_attribute_id, name=u.key, text=u.value_json),
-        branch(_SYSTEM, s, s.trial_system_attribute_id, name=s.key, text=s.value_json),
-        branch(_STEP, iv, iv.trial_intermediate_value_id, integer=iv.step, number=iv.intermediate_value,
-               kind_name=iv.intermediate_value_type),
-    )
-
-
-def _read_children(session: Any, trial_ids: list[int]) -> dict[int, list[Any]]:
-    rows: dict[int, list[Any]] = {i: [] for i in trial_ids}
-    for start in range(0, len(trial_ids), _CHUNK):
-        for row in session.connection().execute(_statement("children"), {"ids": trial_ids[start:start + _CHUNK]}):
-            rows[row.trial_id].append(row)
-    return rows
-
-
-def _frozen(trial: Any, children: list[Any]) -> optuna.trial.FrozenTrial:
-    """``RDBStorage._build_frozen_trial_from_trial_model`` from a trial row and its child rows."""
+def _frozen(rows: list[Any]) -> optuna.trial.FrozenTrial:
+    """``RDBStorage._build_frozen_trial_from_trial_model`` from one trial's rows (its own row first)."""
     from optuna import distributions
     from optuna.storages._rdb import models
 
     value_kind = models.TrialValueModel.TrialValueType
     step_kind = models.TrialIntermediateValueModel.TrialIntermediateValueType
-    children = sorted(children, key=lambda r: (r.kind, r.ord))
+    trial = rows[0]
     objectives: dict[int, float] = {}
     params, dists, user, system, steps = {}, {}, {}, {}, {}
-    for r in children:
+    for r in rows[1:]:
         if r.kind == _PARAM:
             dist = distributions.json_to_distribution(r.text)
             params[r.name], dists[r.name] = dist.to_external_repr(r.f), dist
@@ -155,14 +217,27 @@ def _frozen(trial: Any, children: list[Any]) -> optuna.trial.FrozenTrial:
         for objective, value in objectives.items():
             values[objective] = value
     return optuna.trial.FrozenTrial(
-        number=trial.number, state=trial.state, value=None, values=values,
-        datetime_start=_local(trial.datetime_start), datetime_complete=_local(trial.datetime_complete),
-        params=params, distributions=dists, user_attrs=user, system_attrs=system, intermediate_values=steps,
-        trial_id=trial.trial_id)
+        number=trial.i, state=optuna.trial.TrialState[trial.k], value=None, values=values,
+        datetime_start=_local(trial.d1), datetime_complete=_local(trial.d2), params=params, distributions=dists,
+        user_attrs=user, system_attrs=system, intermediate_values=steps, trial_id=trial.trial_id)
+
+
+def _by_trial(rows: Any) -> tuple[bool, list[list[Any]]]:
+    """(whether the study's row came, each trial's rows in trial id order, its own row first)."""
+    study = False
+    trials: dict[int, list[Any]] = {}
+    for r in sorted(rows, key=lambda r: (r.kind, r.ord)):  # trial rows sort before their children
+        if r.kind == _STUDY:
+            study = True
+        elif r.kind == _TRIAL:
+            trials[r.trial_id] = [r]
+        else:
+            trials[r.trial_id].append(r)
+    return study, [trials[i] for i in sorted(trials)]
 
 
 class LeanRDBStorage(optuna.storages.RDBStorage):
-    """``optuna.storages.RDBStorage`` whose trial reads take two queries and state changes three (see the
+    """``optuna.storages.RDBStorage`` whose reads take one statement and state changes three (see the
     module docstring)."""
 
     def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState,
@@ -175,7 +250,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         try:
             with _create_scoped_session(self.scoped_session) as session:
                 db = session.connection()
-                row = db.execute(_statement("lock"), {"id": trial_id}).one_or_none()
+                row = db.execute(_lock_statement(), {"id": trial_id}).one_or_none()
                 if row is None:
                     raise KeyError(models.NOT_FOUND_MSG)
                 self.check_trial_is_updatable(trial_id, row.state)
@@ -201,57 +276,94 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
             return False
         return True
 
-    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
+    def _create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
+                          ) -> optuna.trial.FrozenTrial:
+        """A new RUNNING trial as Optuna creates it -- under a lock on the study's row, numbered by the
+        study's trials created before it -- in three statements (lock, insert, number) instead of the ORM's
+        four and its flushes; retried like Optuna's on a storage error (a deadlock). From a template: Optuna's."""
+        if template_trial is not None:
+            return super()._create_new_trial(study_id, template_trial)
+        import random
+        import time
 
-        with _create_scoped_session(self.scoped_session) as session:
-            row = session.connection().execute(_statement("trial"), {"id": trial_id}).one_or_none()
-            if row is None:
-                raise KeyError(models.NOT_FOUND_MSG)
-            return _frozen(_row(row), _read_children(session, [trial_id])[trial_id])
-
-    def _get_trials(self, study_id: int, states: Container[optuna.trial.TrialState] | None,
-                    included_trial_ids: set[int], trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:
         import sqlalchemy as sa
-        import sqlalchemy.exc
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         t = models.TrialModel
-        included = {i for i in included_trial_ids if i <= trial_id_greater_than}  # as Optuna narrows them
-        with _create_scoped_session(self.scoped_session) as session:
-            db = session.connection()
-            if db.execute(_statement("study"), {"id": study_id}).one_or_none() is None:
-                raise KeyError(models.NOT_FOUND_MSG)  # as Optuna's StudyModel.find_or_raise_by_id
-            query = sa.select(*_trial_columns()).where(t.study_id == study_id)
-            if states is not None:
-                assert isinstance(states, Iterable)
-                query = query.where(t.state.in_(states))
-            if included and trial_id_greater_than > -1:
-                narrowed = query.where(sa.or_(t.trial_id.in_(included), t.trial_id > trial_id_greater_than))
-            elif trial_id_greater_than > -1:
-                narrowed = query.where(t.trial_id > trial_id_greater_than)
-            else:
-                narrowed = query
+        for attempt in range(1, 6):  # Optuna's MAX_RETRIES
+            start = _utc_now()
             try:
-                rows = [_row(r) for r in db.execute(narrowed.order_by(t.trial_id))]
-            except sqlalchemy.exc.OperationalError:  # too many ids for IN: Optuna falls back the same way
-                rows = [_row(r) for r in db.execute(query.order_by(t.trial_id))
-                        if r.trial_id in included or r.trial_id > trial_id_greater_than]
-            children = _read_children(session, [r.trial_id for r in rows]) if rows else {}
-            return [_frozen(r, children[r.trial_id]) for r in rows]
+                with _create_scoped_session(self.scoped_session) as session:
+                    db = session.connection()
+                    if db.execute(_study_lock_statement(), {"id": study_id}).one_or_none() is None:
+                        raise KeyError(models.NOT_FOUND_MSG)
+                    trial_id = db.execute(sa.insert(t).values(
+                        study_id=study_id, number=None, state=optuna.trial.TrialState.RUNNING,
+                        _datetime_start_utc=start).returning(t.trial_id)).scalar_one()
+                    before = sa.select(sa.func.count(t.trial_id)).where(t.study_id == study_id, t.trial_id < trial_id)
+                    number = db.execute(sa.update(t).where(t.trial_id == trial_id).values(
+                        number=before.scalar_subquery()).returning(t.number)).scalar_one()
+                return optuna.trial.FrozenTrial(
+                    number=number, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
+                    datetime_start=_local(start), datetime_complete=None, params={}, distributions={},
+                    user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial_id)
+            except optuna.exceptions.StorageInternalError:
+                if attempt == 5:
+                    raise
+                time.sleep(random.random() * 2.0)  # Optuna's back-off
+        raise AssertionError("unreachable")
 
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's heartbeat row (inserted with the database's current time, then set to it) in one upsert
+        instead of a read, a locked read and a write."""
+        from optuna.storages._rdb.storage import _create_scoped_session
 
-class _Trial:
-    """A trial row with the ORM model's attribute names."""
+        with _create_scoped_session(self.scoped_session, True) as session:
+            session.connection().execute(_heartbeat_upsert(self.engine.name), {"trial_id": trial_id})
 
-    __slots__ = ("trial_id", "number", "state", "datetime_start", "datetime_complete")
+    def _read(self, statement, params: dict[str, Any]) -> list[Any]:
+        """Run one read statement (it reads one consistent snapshot): on PostgreSQL outside a transaction (a
+        begin and a rollback are two more round trips), on SQLite in the connection's own (its begin and
+        rollback are local and cheaper than switching the connection to autocommit and back)."""
+        with self.engine.connect() as db:
+            if self.engine.name == "postgresql":
+                db = db.execution_options(isolation_level="AUTOCOMMIT")
+            return list(db.execute(statement, params))
 
-    def __init__(self, trial_id, number, state, start, complete) -> None:
-        self.trial_id, self.number, self.state = trial_id, number, state
-        self.datetime_start, self.datetime_complete = start, complete
+    def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        from optuna.storages._rdb import models
 
+        _, trials = _by_trial(self._read(_trial_statement(), {"id": trial_id}))
+        if not trials:
+            raise KeyError(models.NOT_FOUND_MSG)
+        return _frozen(trials[0])
 
-def _row(r: Any) -> _Trial:
-    return _Trial(*r)
+    def _get_trials(self, study_id: int, states: Container[optuna.trial.TrialState] | None,
+                    included_trial_ids: set[int], trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:
+        import sqlalchemy.exc
+        from optuna.storages._rdb import models
+
+        included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)  # as Optuna narrows them
+        params: dict[str, Any] = {"study": study_id}
+        if states is not None:
+            assert isinstance(states, Iterable)
+            params["states"] = list(states)
+        narrowing = ""
+        if trial_id_greater_than > -1:
+            params["above"] = trial_id_greater_than
+            narrowing = ">"
+            if included:
+                params["ids"], narrowing = included, "in>"
+        try:
+            rows = self._read(_trials_statement(states is not None, narrowing), params)
+        except sqlalchemy.exc.OperationalError:  # too many ids for IN: Optuna falls back the same way
+            params.pop("ids", None)
+            params.pop("above", None)
+            rows = self._read(_trials_statement(states is not None, ""), params)
+            keep = set(included)
+            rows = [r for r in rows if r.kind == _STUDY or r.trial_id in keep or r.trial_id > trial_id_greater_than]
+        study, trials = _by_trial(rows)
+        if not study:
+            raise KeyError(models.NOT_FOUND_MSG)  # as Optuna's StudyModel.find_or_raise_by_id
+        return [_frozen(t) for t in trials]
