@@ -14,7 +14,8 @@ from autokd.search.backends.lean_storage import LeanRDBStorage
 from autokd.search.backends.storage import make_storage
 from autokd.search.backends.workers import heartbeat
 
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+pytestmark = [pytest.mark.filterwarnings("ignore:Heartbeat of storage"),
+              pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 S = optuna.trial.TrialState
 
 
