@@ -236,7 +236,8 @@ def storage_overhead(args, tmp: Path) -> None:
         storages["postgresql"] = pg
     print(f"\nstorage overhead per trial (n={args.n}), vs one trial of the demo study (3 seeds x 15 epochs, "
           f"{trial_s * 1000:.0f} ms) and vs a single 1-epoch fit ({epoch_s * 1000:.0f} ms)")
-    print(f"{'storage':>11s} {'ms/trial':>9s} {'% of trial':>11s} {'% of 1 epoch':>13s}")
+    print("(statements: what an RDB storage's engine executes per trial; a journal's appends per trial)")
+    print(f"{'storage':>11s} {'ms/trial':>9s} {'% of trial':>11s} {'% of 1 epoch':>13s} {'statements':>11s}")
     for kind, url in storages.items():
         d = tmp / f"st_{kind}"
         d.mkdir()
@@ -248,11 +249,34 @@ def storage_overhead(args, tmp: Path) -> None:
         decide = Decider(cfg, None)
         for _ in range(5):  # warm-up; also past the median pruner's 4 start-up trials
             one_trial(study, cfg, decide)
+        calls = count_calls(study._storage)
         t0 = time.perf_counter()
         for _ in range(args.n):
             one_trial(study, cfg, decide)
         per = (time.perf_counter() - t0) / args.n
-        print(f"{kind:>11s} {per * 1000:>9.1f} {100 * per / trial_s:>10.2f}% {100 * per / epoch_s:>12.1f}%")
+        print(f"{kind:>11s} {per * 1000:>9.1f} {100 * per / trial_s:>10.2f}% {100 * per / epoch_s:>12.1f}% "
+              f"{calls[0] / args.n:>11.1f}")
+
+
+def count_calls(storage) -> list[int]:
+    """A counter of the statements an RDB storage's engine executes (the heartbeat's included), or of the
+    appends to a journal storage, from now on."""
+    calls = [0]
+    backend = getattr(storage, "_backend", storage)
+    engine = getattr(backend, "engine", None)
+    if engine is not None:
+        from sqlalchemy import event
+
+        event.listen(engine, "before_cursor_execute", lambda *a, **k: calls.__setitem__(0, calls[0] + 1))
+    else:
+        append = backend.append_logs
+
+        def counted(logs):
+            calls[0] += 1
+            return append(logs)
+
+        backend.append_logs = counted
+    return calls
 
 
 def main() -> None:
