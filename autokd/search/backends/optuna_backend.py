@@ -152,6 +152,7 @@ def run_one_trial(study, trial, objective) -> Any:
     another worker failed meanwhile because its heartbeat stopped past the grace period (this process was
     suspended or starved) is left failed, and this worker goes on: the retry of that trial runs elsewhere."""
     import optuna
+
     state, values, error = None, None, None
     with heartbeat(study, trial._trial_id):
         try:
