@@ -238,6 +238,7 @@ def storage_overhead(args, tmp: Path) -> None:
           f"{trial_s * 1000:.0f} ms) and vs a single 1-epoch fit ({epoch_s * 1000:.0f} ms)")
     print("(statements: what an RDB storage's engine executes per trial; a journal's appends per trial)")
     print(f"{'storage':>11s} {'ms/trial':>9s} {'% of trial':>11s} {'% of 1 epoch':>13s} {'statements':>11s}")
+    floors = []
     for kind, url in storages.items():
         d = tmp / f"st_{kind}"
         d.mkdir()
@@ -256,6 +257,30 @@ def storage_overhead(args, tmp: Path) -> None:
         per = (time.perf_counter() - t0) / args.n
         print(f"{kind:>11s} {per * 1000:>9.1f} {100 * per / trial_s:>10.2f}% {100 * per / epoch_s:>12.1f}% "
               f"{calls[0] / args.n:>11.1f}")
+        floors.append((kind, transaction_floor(study._storage)))
+    for kind, floor in floors:
+        if floor is not None:
+            print(f"{kind}: one transaction of one statement (checkout, begin, SELECT 1, commit) takes "
+                  f"{floor * 1000:.2f} ms on this storage (median of 200)")
+
+
+def transaction_floor(storage) -> float | None:
+    """Median seconds of the smallest transaction an RDB storage runs (``None`` for other storages): a trial's
+    storage time is at least its transactions times this."""
+    import statistics
+
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is None:
+        return None
+    from sqlalchemy import text
+
+    times = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        with engine.begin() as db:
+            db.execute(text("SELECT 1"))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def count_calls(storage) -> list[int]:
