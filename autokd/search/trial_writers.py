@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RDBWriter", "JournalWriter", "writer_of"]
+__all__ = ["RDBWriter", "JournalWriter", "writer_of", "upsert"]
 
 Params = list[tuple[str, float, Any]]  # (name, internal value, distribution), in suggestion order
 
@@ -102,16 +102,6 @@ def _rdb_statements(dialect: str) -> dict[str, Any]:
         import sqlalchemy as sa
         from optuna.storages._rdb import models
 
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-
-        def upsert(table, key: tuple[str, str], value_columns: tuple[str, ...]):
-            stmt = insert(table)
-            return stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key],
-                                              set_={c: getattr(stmt.excluded, c) for c in value_columns})
-
         t, p = models.TrialModel, models.TrialParamModel
         _STATEMENTS[dialect] = {
             "trial": sa.select(t.study_id, t.state).where(t.trial_id == sa.bindparam("id")),
@@ -119,11 +109,26 @@ def _rdb_statements(dialect: str) -> dict[str, Any]:
                           .where(t.study_id == sa.bindparam("study"), p.param_name.in_(sa.bindparam("names",
                                                                                                     expanding=True))),
             "params": sa.insert(p),
-            "attrs": upsert(models.TrialUserAttributeModel, ("trial_id", "key"), ("value_json",)),
-            "values": upsert(models.TrialIntermediateValueModel, ("trial_id", "step"),
+            "attrs": upsert(dialect, models.TrialUserAttributeModel, ("trial_id", "key"), ("value_json",)),
+            "values": upsert(dialect, models.TrialIntermediateValueModel, ("trial_id", "step"),
                              ("intermediate_value", "intermediate_value_type")),
         }
     return _STATEMENTS[dialect]
+
+
+def upsert(dialect: str, table: Any, key: tuple[str, ...], update: tuple[str, ...] | Mapping[str, Any],
+           values: Mapping[str, Any] | None = None):
+    """``INSERT INTO table`` (the rows given at execution, or ``values``), on a conflict of the ``key`` columns
+    ``UPDATE`` the ``update`` columns from the row that was refused (or to the given expressions), in SQLite's
+    or PostgreSQL's syntax."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    stmt = insert(table) if values is None else insert(table).values(**values)
+    if not isinstance(update, Mapping):
+        update = {c: getattr(stmt.excluded, c) for c in update}
+    return stmt.on_conflict_do_update(index_elements=[getattr(table, k) for k in key], set_=dict(update))
 
 
 def _value_rows(trial_id: int, values: Mapping[int, float]) -> list[dict[str, Any]]:

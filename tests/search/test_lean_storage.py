@@ -167,9 +167,11 @@ def test_the_first_heartbeat_is_recorded_before_the_trial_then_one_per_interval(
     assert beats.beats[1][1] - start >= 0.19
     time.sleep(0.3)
     assert len(beats.beats) == n  # stopped with the block
-    plain = type("S", (), {"_storage": object()})()
-    with heartbeat(plain, 1):  # a storage without heartbeats: nothing
-        pass
+    silent = _Beats(0.2)  # a storage without heartbeats: nothing recorded, no thread
+    plain = type("S", (), {"_storage": silent})()
+    with heartbeat(plain, 1):
+        time.sleep(0.3)
+    assert silent.beats == []
 
 
 def _state_row(storage, trial_id):

@@ -143,15 +143,10 @@ def _value_upsert(dialect: str):
     if key not in _STATEMENTS:
         from optuna.storages._rdb import models
 
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        table = models.TrialValueModel
-        stmt = insert(table)
-        _STATEMENTS[key] = stmt.on_conflict_do_update(
-            index_elements=[table.trial_id, table.objective],
-            set_={"value": stmt.excluded.value, "value_type": stmt.excluded.value_type})
+        from ..trial_writers import upsert
+
+        _STATEMENTS[key] = upsert(dialect, models.TrialValueModel, ("trial_id", "objective"),
+                                  ("value", "value_type"))
     return _STATEMENTS[key]
 
 
@@ -168,19 +163,17 @@ def _study_lock_statement():
 
 
 def _heartbeat_upsert(dialect: str):
+    """A trial's heartbeat row: inserted at the database's current time, or set to it (Optuna's values)."""
     key = f"heartbeat-{dialect}"
     if key not in _STATEMENTS:
         import sqlalchemy as sa
         from optuna.storages._rdb import models
 
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        table = models.TrialHeartbeatModel
-        _STATEMENTS[key] = insert(table).values(trial_id=sa.bindparam("trial_id"),
-                                                heartbeat=sa.func.current_timestamp()).on_conflict_do_update(
-            index_elements=[table.trial_id], set_={"heartbeat": sa.func.now()})
+        from ..trial_writers import upsert
+
+        _STATEMENTS[key] = upsert(dialect, models.TrialHeartbeatModel, ("trial_id",), {"heartbeat": sa.func.now()},
+                                  values={"trial_id": sa.bindparam("trial_id"),
+                                          "heartbeat": sa.func.current_timestamp()})
     return _STATEMENTS[key]
 
 
