@@ -25,3 +25,45 @@ def test_tidy_is_throttled_while_asking_and_fresh_before_waiting_or_stopping(mon
     assert decide(None, 3) == "stop" and tidied == [100.0, 102.0, 103.0]  # "stop" re-checked after a tidy
     clock[0] = 110.0
     assert decide(None, 3) == "stop" and tidied == [100.0, 102.0, 103.0, 110.0]  # due anyway: one tidy
+
+
+def _counted(storage) -> list[int]:
+    from sqlalchemy import event
+
+    n = [0]
+    event.listen(storage.engine, "before_cursor_execute", lambda *a, **k: n.__setitem__(0, n[0] + 1))
+    return n
+
+
+def test_ask_after_a_decision_makes_optunas_trial_with_two_reads_fewer(tmp_path, monkeypatch):
+    """With no waiting trial in the decision's read, the asked trial is the one ``study.ask`` makes (next
+    number, running, the sampler's relative parameters), without reading the study for waiting trials nor
+    re-reading the new trial; with one waiting, it is popped as ``study.ask`` pops it."""
+    import optuna
+
+    from autokd.search.backends.storage import make_storage
+
+    ours = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'a.db'}"),
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+    plain = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", sampler=optuna.samplers.RandomSampler(seed=0))
+    decide = ob.Decider(cfg=None, space=None)
+    monkeypatch.setattr(decide, "_tidy", lambda s: None)
+    statements = _counted(ours._storage._backend)
+    for k in range(3):
+        assert decide(ours, 10) == "ask"
+        before = statements[0]
+        trial = decide.ask(ours)
+        asked = statements[0] - before
+        reference = plain.ask()
+        a, b = ours._storage.get_trial(trial._trial_id), plain._storage.get_trial(reference._trial_id)
+        assert (trial.number, a.number, a.state, a.params) == (b.number, b.number, b.state, b.params) == (
+            k, k, optuna.trial.TrialState.RUNNING, {})
+        assert trial.suggest_float("x", 0, 1) == reference.suggest_float("x", 0, 1)  # same sampler draws
+        ours.tell(trial, 1.0)
+        plain.tell(reference, 1.0)
+        assert asked == 3  # the new trial's lock, insert and number: no waiting-trial read, no re-read
+    ours.enqueue_trial({"x": 0.25})
+    assert decide(ours, 10) == "ask"
+    popped = decide.ask(ours)
+    assert popped.number == 3 and popped.suggest_float("x", 0, 1) == 0.25
+    assert ours._storage.get_trial(popped._trial_id).state == optuna.trial.TrialState.RUNNING

@@ -257,3 +257,49 @@ def test_new_trials_and_heartbeats_equal_optunas(url):
     time.sleep(2.2)
     stale = checker._get_stale_trial_ids(sid)
     assert made[0]._trial_id in stale and made[1]._trial_id in stale  # beats stopped: both stale alike
+
+
+def test_a_trial_just_created_is_read_once_from_its_creation(url):
+    """Within ``remembering_created`` the first read of the trial just made is answered from its creation and
+    equals Optuna's read of it; any later read, and any read outside, reads the database."""
+    lean, plain = make_storage(url), optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=lean, study_name=f"memo{time.monotonic_ns()}")
+    sid = study._study_id
+    reads = []
+    read = lean._read
+    lean._read = lambda *a: (reads.append(1), read(*a))[1]
+    with lean.remembering_created():
+        made = lean._create_new_trial(sid)
+        first = lean.get_trial(made._trial_id)
+        assert reads == []
+        _same(first, plain.get_trial(made._trial_id))
+        assert first is not made  # Optuna's cache keeps `made`: the answer is a copy
+        lean.set_trial_user_attr(made._trial_id, "k", 1)
+        assert lean.get_trial(made._trial_id).user_attrs == {"k": 1} and reads == [1]  # read: the write shows
+    outside = lean._create_new_trial(sid)
+    lean.set_trial_user_attr(outside._trial_id, "k", 2)
+    assert lean.get_trial(outside._trial_id).user_attrs == {"k": 2} and len(reads) == 2
+
+
+def test_a_heartbeat_of_a_removed_trial_is_ignored_and_a_failure_is_optunas_error(url, monkeypatch):
+    """The heartbeat is one statement (on PostgreSQL outside a transaction); as Optuna's, it ignores a trial
+    whose row is gone and raises ``StorageInternalError`` for a database error."""
+    import sqlalchemy as sa
+    import sqlalchemy.exc
+    from optuna.storages._rdb import models
+
+    lean = make_storage(url)
+    study = optuna.create_study(storage=lean, study_name=f"hb{time.monotonic_ns()}")
+    trial = study.ask()
+    lean.record_heartbeat(10**7)  # no such trial: PostgreSQL's foreign key refuses it, ignored as by Optuna
+    lean.record_heartbeat(trial._trial_id)
+    with lean.engine.connect() as db:
+        ids = db.execute(sa.select(models.TrialHeartbeatModel.trial_id)).scalars().all()
+    assert trial._trial_id in ids
+
+    def broken(*a, **k):
+        raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(lean, "_connection", broken)
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        lean.record_heartbeat(trial._trial_id)

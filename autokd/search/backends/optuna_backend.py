@@ -220,6 +220,25 @@ class Decider:
         if prime is not None:
             prime(study, trial.number, self.seen)
 
+    def ask(self, study):
+        """``study.ask()`` right after a decision to ask (under the study lock), one read of the study fewer.
+
+        Optuna's ``ask`` first reads the study for a waiting trial to pop. When the decision's own read saw
+        none, the new trial is created at once, as ``ask`` then does (the study's per-trial cache cleared,
+        ``create_new_trial``, ``optuna.Trial``), and a lean storage answers ``optuna.Trial``'s read of it from
+        the creation. A trial enqueued since that read (every enqueue is under the study lock) is popped by
+        the next ask."""
+        import optuna
+
+        with quiet():  # Optuna warns that heartbeats are meant for study.optimize; the workers run them
+            if any(t.state == optuna.trial.TrialState.WAITING for t in self.seen):
+                return study.ask()
+            storage = study._storage
+            remembering = getattr(getattr(storage, "_backend", storage), "remembering_created", None)
+            with remembering() if remembering is not None else contextlib.nullcontext():
+                study._thread_local.cached_all_trials = None
+                return optuna.Trial(study, storage.create_new_trial(study._study_id))
+
     def _tidy(self, study) -> None:
         tidy(study, self.cfg, self.space)
         self.last = time.monotonic()
@@ -294,8 +313,7 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
                 trial = None
                 step = decide(study, trials)
                 if step == "ask":
-                    with quiet():  # Optuna warns that heartbeats are meant for study.optimize; this loop runs them
-                        trial = study.ask()
+                    trial = decide.ask(study)
                     tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
                     decide.prime(study, trial)
                 elif step == "stop":

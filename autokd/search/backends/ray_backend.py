@@ -37,7 +37,6 @@ from ..objective import Objective, Outcome, report_epoch, train_trial
 from .optuna_backend import (
     Decider,
     Interrupted,
-    quiet,
     run_one_trial,
     start_run,
 )
@@ -185,8 +184,7 @@ class StudySearcher:
                 trial = None
                 step = self.decide(self.study, self.trials)
                 if step == "ask":
-                    with quiet():
-                        trial = self.study.ask()
+                    trial = self.decide.ask(self.study)
                     tr.record_worker(trial, worker_id())  # the driver owns it (see fail_dead_local_trials)
                 elif step == "stop":
                     return self._base.FINISHED

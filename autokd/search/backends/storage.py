@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError
 from ...locks import file_lock
+from .connections import ping_when_idle
 
 if TYPE_CHECKING:
     from ...config import StudyConfig
@@ -100,7 +101,7 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
     kwargs: dict[str, Any] = {}
     if kind == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    else:
+    elif kind == "mysql":
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     from .lean_storage import LeanRDBStorage
 
@@ -113,30 +114,7 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
             heartbeat_stale_trial_callback=RetryTrial(),
             **kwargs,
         )
-    if kind == "sqlite":
-        _write_ahead_log(storage.engine)
     return storage
-
-
-def _write_ahead_log(engine) -> None:
-    """SQLite in write-ahead-log mode with ``synchronous=NORMAL``: a commit appends to the log without an
-    fsync (a trial writes ~20 small transactions; with the default rollback journal each cost ~2 fsyncs).
-    Readers and the one writer no longer block each other. A killed process loses nothing committed; a power
-    cut may lose the last commits, never the database. Connections opened from now on get it; the mode
-    itself is stored in the file."""
-    import sqlite3
-
-    from sqlalchemy import event
-
-    def on_connect(dbapi_connection, _record) -> None:
-        try:
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
-            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError:  # a damaged file: the next query reports it (see readable)
-            pass
-
-    event.listen(engine, "connect", on_connect)
-    engine.dispose()
 
 
 @contextlib.contextmanager
@@ -199,7 +177,9 @@ def _lock_engine(url: str):
     engine = _LOCK_ENGINES.get(key)
     if engine is None:
         close_lock_connections()  # one study at a time: at most one idle connection per process
-        engine = sqlalchemy.create_engine(_sqlalchemy_url(url), pool_size=1, max_overflow=4, pool_pre_ping=True)
+        engine = sqlalchemy.create_engine(_sqlalchemy_url(url), pool_size=1, max_overflow=4,
+                                          isolation_level="AUTOCOMMIT")  # a session lock needs no transaction
+        ping_when_idle(engine)
         _LOCK_ENGINES[key] = engine
     return engine
 
