@@ -226,10 +226,9 @@ def storage_overhead(args, tmp: Path) -> None:
     def one_trial(study, cfg, decide):
         with study_lock(cfg):  # what run_optuna does before each trial: tidy (every few s), decide, ask
             decide(study, 10**9)
-            trial = decide.ask(study)
-            tr.record_worker(trial, "bench:1")
+            trial = decide.ask(study, "bench:1")
             decide.prime(study, trial)
-        run_one_trial(study, trial, objective)
+        run_one_trial(study, trial, objective, first_beat=decide.beaten != trial._trial_id)
 
     storages = {"sqlite": None, "journal": f"journal:///{tmp}/bench.log"}
     pg = args.postgres or os.environ.get("AUTOKD_TEST_POSTGRES")

@@ -180,9 +180,14 @@ def record_failed(trial: Any, reason: str) -> None:
     trial.set_user_attr(Key.FAIL_REASON.value, reason)
 
 
+def worker_attrs(worker: str) -> dict[str, Any]:
+    """The user attributes that say who runs a trial (``host:pid``)."""
+    return {Key.WORKER.value: worker}
+
+
 def record_worker(trial: Any, worker: str) -> None:
-    """Who runs the trial (``host:pid``), recorded right after ``ask`` (a kill then leaves a dead owner)."""
-    set_user_attrs(trial, {Key.WORKER.value: worker})
+    """Who runs the trial, recorded right after ``ask`` (a kill then leaves a dead owner)."""
+    set_user_attrs(trial, worker_attrs(worker))
 
 
 def record_interrupted(trial: Any, signal_name: str) -> None:

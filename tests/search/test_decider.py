@@ -35,35 +35,60 @@ def _counted(storage) -> list[int]:
     return n
 
 
-def test_ask_after_a_decision_makes_optunas_trial_with_two_reads_fewer(tmp_path, monkeypatch):
+def test_ask_after_a_decision_makes_optunas_trial_claimed_in_fewer_statements(tmp_path, monkeypatch):
     """With no waiting trial in the decision's read, the asked trial is the one ``study.ask`` makes (next
-    number, running, the sampler's relative parameters), without reading the study for waiting trials nor
-    re-reading the new trial; with one waiting, it is popped as ``study.ask`` pops it."""
+    number, running, the sampler's draws), claimed by the worker and with its first heartbeat, in ONE
+    transaction: no read for waiting trials, no re-read of the new trial, no separate claim or beat. With a
+    trial waiting, it is popped as ``study.ask`` pops it, then claimed."""
     import optuna
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
 
+    from autokd.search import trial_record as tr
     from autokd.search.backends.storage import make_storage
 
     ours = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'a.db'}"),
                                sampler=optuna.samplers.RandomSampler(seed=0))
     plain = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", sampler=optuna.samplers.RandomSampler(seed=0))
+    backend = ours._storage._backend
     decide = ob.Decider(cfg=None, space=None)
     monkeypatch.setattr(decide, "_tidy", lambda s: None)
-    statements = _counted(ours._storage._backend)
+    statements = _counted(backend)
     for k in range(3):
         assert decide(ours, 10) == "ask"
         before = statements[0]
-        trial = decide.ask(ours)
+        trial = decide.ask(ours, f"host:{k}")
         asked = statements[0] - before
         reference = plain.ask()
         a, b = ours._storage.get_trial(trial._trial_id), plain._storage.get_trial(reference._trial_id)
         assert (trial.number, a.number, a.state, a.params) == (b.number, b.number, b.state, b.params) == (
             k, k, optuna.trial.TrialState.RUNNING, {})
+        assert tr.worker_of(a) == tr.worker_of(trial) == ("host", k) and decide.beaten == trial._trial_id
         assert trial.suggest_float("x", 0, 1) == reference.suggest_float("x", 0, 1)  # same sampler draws
         ours.tell(trial, 1.0)
         plain.tell(reference, 1.0)
-        assert asked == 3  # the new trial's lock, insert and number: no waiting-trial read, no re-read
+        assert asked == 4  # lock the study, insert the trial, its claim, its heartbeat
+    with backend.engine.connect() as db:
+        beats = db.execute(sa.select(models.TrialHeartbeatModel.trial_id)).scalars().all()
+    assert sorted(beats) == [t._trial_id for t in ours.trials]
     ours.enqueue_trial({"x": 0.25})
     assert decide(ours, 10) == "ask"
-    popped = decide.ask(ours)
-    assert popped.number == 3 and popped.suggest_float("x", 0, 1) == 0.25
-    assert ours._storage.get_trial(popped._trial_id).state == optuna.trial.TrialState.RUNNING
+    popped = decide.ask(ours, "host:9")
+    assert popped.number == 3 and popped.suggest_float("x", 0, 1) == 0.25 and decide.beaten is None
+    frozen = ours._storage.get_trial(popped._trial_id)
+    assert frozen.state == optuna.trial.TrialState.RUNNING and tr.worker_of(frozen) == ("host", 9)
+
+
+def test_ask_on_other_storages_claims_the_trial(tmp_path):
+    """A journal file (no lean storage, no heartbeat): Optuna's trial, then the claim."""
+    import optuna
+
+    from autokd.search import trial_record as tr
+    from autokd.search.backends.storage import make_storage
+
+    study = optuna.create_study(storage=make_storage(f"journal:///{tmp_path / 'j.log'}"))
+    decide = ob.Decider(cfg=None, space=None)
+    decide.seen = []
+    trial = decide.ask(study, "host:1")
+    assert trial.number == 0 and decide.beaten is None
+    assert tr.worker_of(study._storage.get_trial(trial._trial_id)) == ("host", 1)

@@ -259,26 +259,35 @@ def test_new_trials_and_heartbeats_equal_optunas(url):
     assert made[0]._trial_id in stale and made[1]._trial_id in stale  # beats stopped: both stale alike
 
 
-def test_a_trial_just_created_is_read_once_from_its_creation(url):
-    """Within ``remembering_created`` the first read of the trial just made is answered from its creation and
-    equals Optuna's read of it; any later read, and any read outside, reads the database."""
+def test_a_trial_created_with_its_claim_and_beat_is_read_once_from_its_creation(url):
+    """Within ``creating`` a new trial is stored with its user attributes and first heartbeat, and the first
+    read of it is answered from its creation and equals Optuna's read of it; any later read, and any read
+    outside, reads the database."""
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
     lean, plain = make_storage(url), optuna.storages.RDBStorage(url)
     study = optuna.create_study(storage=lean, study_name=f"memo{time.monotonic_ns()}")
     sid = study._study_id
     reads = []
     read = lean._read
     lean._read = lambda *a: (reads.append(1), read(*a))[1]
-    with lean.remembering_created():
+    with lean.creating({"worker": "host:1", "tags": ("a", 1)}, heartbeat=True):
         made = lean._create_new_trial(sid)
         first = lean.get_trial(made._trial_id)
         assert reads == []
         _same(first, plain.get_trial(made._trial_id))
+        assert first.user_attrs == made.user_attrs == {"worker": "host:1", "tags": ["a", 1]}  # as stored (JSON)
         assert first is not made  # Optuna's cache keeps `made`: the answer is a copy
         lean.set_trial_user_attr(made._trial_id, "k", 1)
-        assert lean.get_trial(made._trial_id).user_attrs == {"k": 1} and reads == [1]  # read: the write shows
+        assert lean.get_trial(made._trial_id).user_attrs["k"] == 1 and reads == [1]  # read: the write shows
     outside = lean._create_new_trial(sid)
     lean.set_trial_user_attr(outside._trial_id, "k", 2)
     assert lean.get_trial(outside._trial_id).user_attrs == {"k": 2} and len(reads) == 2
+    assert [lean._create_new_trial(sid).number for _ in range(2)] == [2, 3]
+    with lean.engine.connect() as db:
+        beats = db.execute(sa.select(models.TrialHeartbeatModel.trial_id)).scalars().all()
+    assert beats == [made._trial_id]  # only the trial created with its beat
 
 
 def test_a_heartbeat_of_a_removed_trial_is_ignored_and_a_failure_is_optunas_error(url, monkeypatch):

@@ -17,10 +17,13 @@ by objective, infinities and NaN restored from their stored kind, datetimes from
 time. ``set_trial_state_values`` (``tell``, and ``ask`` popping a waiting trial) runs Optuna's steps -- lock
 the trial row, refuse a finished trial, store the values, refuse to start a trial that is not waiting, set
 the state and its datetime -- as three statements (lock, one upsert of all values, one update) instead of
-the ORM's four to six; a new trial takes three (lock the study, insert, number it) and a heartbeat one
-(upsert). Everything else -- the other writes, the schema, pickling for Ray -- is Optuna's own
-``RDBStorage``. Tests compare its trials, new trials, heartbeats and state changes with Optuna's on SQLite
-and PostgreSQL. MySQL keeps Optuna's storage (``make_storage``).
+the ORM's four to six; a new trial takes two (lock the study, insert it numbered) -- with, inside
+:meth:`LeanRDBStorage.creating`, its worker's claim and first heartbeat in the same transaction, and the
+``optuna.Trial``'s read of it answered from the creation -- and a heartbeat one (upsert, outside a
+transaction on PostgreSQL). Everything else -- the other writes, the schema, pickling for Ray (the engine's
+set-up, :mod:`.connections`, is redone on unpickling) -- is Optuna's own ``RDBStorage``. Tests compare its
+trials, new trials, heartbeats and state changes with Optuna's on SQLite and PostgreSQL. MySQL keeps
+Optuna's storage (``make_storage``).
 """
 
 from __future__ import annotations
@@ -164,6 +167,32 @@ def _value_upsert(dialect: str):
     return _STATEMENTS[key]
 
 
+def _new_trial_statement():
+    """Insert a trial numbered by the count of the study's trials (under the study's row lock: those created
+    before it), returning its id and number."""
+    if "new-trial" not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        t = models.TrialModel
+        before = sa.select(sa.func.count(t.trial_id)).where(t.study_id == sa.bindparam("study")).scalar_subquery()
+        _STATEMENTS["new-trial"] = sa.insert(t).values(
+            study_id=sa.bindparam("study"), number=before, state=sa.bindparam("state", type_=t.state.type),
+            _datetime_start_utc=sa.bindparam("start", type_=t._datetime_start_utc.type),
+        ).returning(t.trial_id, t.number)
+    return _STATEMENTS["new-trial"]
+
+
+def _user_attr_insert():
+    """A new trial's user attributes (rows given at execution)."""
+    if "user-attrs" not in _STATEMENTS:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        _STATEMENTS["user-attrs"] = sa.insert(models.TrialUserAttributeModel)
+    return _STATEMENTS["user-attrs"]
+
+
 def _study_lock_statement():
     """The study's row, locked while a trial is created (its number counts the trials before it)."""
     if "study-lock" not in _STATEMENTS:
@@ -301,18 +330,19 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
     def _create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
                           ) -> optuna.trial.FrozenTrial:
         """A new RUNNING trial as Optuna creates it -- under a lock on the study's row, numbered by the
-        study's trials created before it -- in three statements (lock, insert, number) instead of the ORM's
-        four and its flushes; retried like Optuna's on a storage error (a deadlock). From a template: Optuna's."""
+        study's trials created before it -- in two statements (lock; insert numbered by a count of the study's
+        trials) instead of the ORM's four and its flushes; within :meth:`creating`, with its user attributes
+        and first heartbeat in the same transaction. Retried like Optuna's on a storage error (a deadlock).
+        From a template: Optuna's."""
         if template_trial is not None:
             return super()._create_new_trial(study_id, template_trial)
         import random
         import time
 
-        import sqlalchemy as sa
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        t = models.TrialModel
+        attrs, beat = getattr(self._created, "extra", None) or ({}, False)
         for attempt in range(1, 6):  # Optuna's MAX_RETRIES
             start = _utc_now()
             try:
@@ -320,17 +350,19 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                     db = session.connection()
                     if db.execute(_study_lock_statement(), {"id": study_id}).one_or_none() is None:
                         raise KeyError(models.NOT_FOUND_MSG)
-                    trial_id = db.execute(sa.insert(t).values(
-                        study_id=study_id, number=None, state=optuna.trial.TrialState.RUNNING,
-                        _datetime_start_utc=start).returning(t.trial_id)).scalar_one()
-                    before = sa.select(sa.func.count(t.trial_id)).where(t.study_id == study_id, t.trial_id < trial_id)
-                    number = db.execute(sa.update(t).where(t.trial_id == trial_id).values(
-                        number=before.scalar_subquery()).returning(t.number)).scalar_one()
+                    row = db.execute(_new_trial_statement(), {
+                        "study": study_id, "state": optuna.trial.TrialState.RUNNING, "start": start}).one()
+                    if attrs:  # as set_trial_user_attr stores them
+                        db.execute(_user_attr_insert(), [{"trial_id": row.trial_id, "key": k,
+                                                          "value_json": json.dumps(v)} for k, v in attrs.items()])
+                    if beat:
+                        db.execute(_heartbeat_upsert(self.engine.name), {"trial_id": row.trial_id})
                 created = optuna.trial.FrozenTrial(
-                    number=number, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
+                    number=row.number, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
                     datetime_start=_local(start), datetime_complete=None, params={}, distributions={},
-                    user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial_id)
-                if getattr(self._created, "on", False):  # Optuna's cache keeps `created` itself: a copy
+                    user_attrs=json.loads(json.dumps(attrs)), system_attrs={}, intermediate_values={},
+                    trial_id=row.trial_id)
+                if getattr(self._created, "extra", None) is not None:  # Optuna's cache keeps `created`: a copy
                     self._created.trial = copy.deepcopy(created)
                 return created
             except optuna.exceptions.StorageInternalError:
@@ -369,18 +401,19 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
             return list(db.execute(statement, params))
 
     @contextlib.contextmanager
-    def remembering_created(self) -> Iterator[None]:
-        """Within: the first ``get_trial`` of a trial this thread creates is answered from the creation, not
-        read. For ``optuna.Trial(study, create_new_trial(...))``, whose first step reads the trial just made
-        (nothing writes to a new trial before its ``Trial`` exists); any other read reads the database."""
-        self._created.on = True
+    def creating(self, user_attrs: dict[str, Any] | None = None, heartbeat: bool = False) -> Iterator[None]:
+        """Within: a new trial this thread creates is stored with ``user_attrs`` and (``heartbeat``) its first
+        heartbeat in its creation's transaction, and its first ``get_trial`` is answered from the creation,
+        not read. For ``optuna.Trial(study, create_new_trial(...))``, whose first step reads the trial just
+        made (nothing writes to a new trial before its ``Trial`` exists); any other read reads the database."""
+        self._created.extra = (dict(user_attrs or {}), bool(heartbeat))
         try:
             yield
         finally:
-            self._created.on, self._created.trial = False, None
+            self._created.extra, self._created.trial = None, None
 
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
-        """The trial, in one statement (see :meth:`remembering_created`)."""
+        """The trial, in one statement (see :meth:`creating`)."""
         from optuna.storages._rdb import models
 
         created, self._created.trial = getattr(self._created, "trial", None), None

@@ -145,7 +145,7 @@ def read_step(study, trials: int) -> tuple[str, list]:
     return ("stop" if finished >= trials and not running_baselines else "wait"), seen
 
 
-def run_one_trial(study, trial, objective) -> Any:
+def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
     """Run ``objective(trial)`` with a heartbeat, tell the study the outcome, return the frozen trial.
     ``RuntimeError`` (e.g. out of memory) fails the trial and the search goes on; a KeyboardInterrupt or
     :class:`Interrupted` fails it and propagates; any other exception fails it and propagates. A trial that
@@ -154,7 +154,7 @@ def run_one_trial(study, trial, objective) -> Any:
     import optuna
 
     state, values, error = None, None, None
-    with heartbeat(study, trial._trial_id):
+    with heartbeat(study, trial._trial_id, first=first_beat):
         try:
             values = objective(trial)
             state = optuna.trial.TrialState.COMPLETE
@@ -211,6 +211,7 @@ class Decider:
         self.cfg, self.space, self.every_s = cfg, space, float(every_s)
         self.last = -float("inf")
         self.seen: list = []  # the study's trials the last decision read
+        self.beaten: int | None = None  # the trial the last ask created with its first heartbeat
 
     def prime(self, study, trial) -> None:
         """Hand the trials the last decision read to the study's pruner for ``trial``, just asked: a pruner that
@@ -220,24 +221,35 @@ class Decider:
         if prime is not None:
             prime(study, trial.number, self.seen)
 
-    def ask(self, study):
-        """``study.ask()`` right after a decision to ask (under the study lock), one read of the study fewer.
+    def ask(self, study, worker: str):
+        """``study.ask()`` right after a decision to ask (under the study lock), the trial claimed by ``worker``
+        (:func:`~..trial_record.record_worker`) -- with fewer statements.
 
         Optuna's ``ask`` first reads the study for a waiting trial to pop. When the decision's own read saw
         none, the new trial is created at once, as ``ask`` then does (the study's per-trial cache cleared,
-        ``create_new_trial``, ``optuna.Trial``), and a lean storage answers ``optuna.Trial``'s read of it from
-        the creation. A trial enqueued since that read (every enqueue is under the study lock) is popped by
-        the next ask."""
+        ``create_new_trial``, ``optuna.Trial``). On a lean storage the claim and the first heartbeat are
+        stored in the creation's transaction and ``optuna.Trial``'s read of the new trial is answered from the
+        creation (``beaten`` then names the trial, whose heartbeat need not beat again before it runs). A trial
+        enqueued since the decision's read (every enqueue is under the study lock) is popped by the next ask."""
         import optuna
+        from optuna.storages._heartbeat import is_heartbeat_enabled
 
+        self.beaten = None
+        storage = study._storage
         with quiet():  # Optuna warns that heartbeats are meant for study.optimize; the workers run them
             if any(t.state == optuna.trial.TrialState.WAITING for t in self.seen):
-                return study.ask()
-            storage = study._storage
-            remembering = getattr(getattr(storage, "_backend", storage), "remembering_created", None)
-            with remembering() if remembering is not None else contextlib.nullcontext():
-                study._thread_local.cached_all_trials = None
-                return optuna.Trial(study, storage.create_new_trial(study._study_id))
+                trial = study.ask()
+            else:
+                creating = getattr(getattr(storage, "_backend", storage), "creating", None)
+                beat = is_heartbeat_enabled(storage)
+                with creating(tr.worker_attrs(worker), heartbeat=beat) if creating else contextlib.nullcontext():
+                    study._thread_local.cached_all_trials = None
+                    trial = optuna.Trial(study, storage.create_new_trial(study._study_id))
+                if creating is not None:
+                    self.beaten = trial._trial_id if beat else None
+                    return trial
+        tr.record_worker(trial, worker)
+        return trial
 
     def _tidy(self, study) -> None:
         tidy(study, self.cfg, self.space)
@@ -313,15 +325,14 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
                 trial = None
                 step = decide(study, trials)
                 if step == "ask":
-                    trial = decide.ask(study)
-                    tr.record_worker(trial, worker_id())  # claimed at once: a kill now leaves a dead owner
+                    trial = decide.ask(study, worker_id())  # claimed at once: a kill now leaves a dead owner
                     decide.prime(study, trial)
                 elif step == "stop":
                     break
             if trial is None:  # others are running the last trials: wait for them (or their retries)
                 time.sleep(poll)
                 continue
-            frozen = run_one_trial(study, trial, objective)
+            frozen = run_one_trial(study, trial, objective, first_beat=decide.beaten != trial._trial_id)
             ran += 1
             if progress is not None:
                 progress.trial_finished(study, frozen)

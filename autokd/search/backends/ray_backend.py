@@ -184,14 +184,13 @@ class StudySearcher:
                 trial = None
                 step = self.decide(self.study, self.trials)
                 if step == "ask":
-                    trial = self.decide.ask(self.study)
-                    tr.record_worker(trial, worker_id())  # the driver owns it (see fail_dead_local_trials)
+                    trial = self.decide.ask(self.study, worker_id())  # the driver owns it (fail_dead_local_trials)
                 elif step == "stop":
                     return self._base.FINISHED
             if trial is None:
                 return None  # others run the last trials: Tune asks again
             beat = contextlib.ExitStack()
-            beat.enter_context(_heartbeat(self.study, trial))
+            beat.enter_context(_heartbeat(self.study, trial, first=self.decide.beaten != trial._trial_id))
             try:
                 recipe = self.objective.prepare(trial)
             except BaseException as e:  # pruned before training (prescreen, duplicate baseline) or an error
@@ -343,10 +342,10 @@ def _raiser(e: BaseException):
     return objective
 
 
-def _heartbeat(study, trial):
+def _heartbeat(study, trial, first: bool = True):
     from .workers import heartbeat
 
-    return heartbeat(study, trial._trial_id)
+    return heartbeat(study, trial._trial_id, first=first)
 
 
 def _short_dirname(trial) -> str:

@@ -65,18 +65,20 @@ class RetryTrial:
 
 
 @contextlib.contextmanager
-def heartbeat(study, trial_id: int) -> Iterator[None]:
+def heartbeat(study, trial_id: int, first: bool = True) -> Iterator[None]:
     """While the block runs, the trial's heartbeat is recorded every ``heartbeat_interval`` seconds, as by
     Optuna's ``HeartbeatThread`` -- except that the first beat is recorded here, before the block, instead of
     by the new thread while the block starts: on SQLite that first write would otherwise wait for (or make
-    wait) the trial's own first writes, ~2 ms per trial. Storages without heartbeats: nothing."""
+    wait) the trial's own first writes, ~2 ms per trial. ``first=False``: the trial was created with its
+    first beat a moment ago (``Decider.ask``). Storages without heartbeats: nothing."""
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     storage = study._storage
     if not is_heartbeat_enabled(storage):
         yield
         return
-    storage.record_heartbeat(trial_id)
+    if first:
+        storage.record_heartbeat(trial_id)
     stop = threading.Event()
     interval = storage.get_heartbeat_interval()
 
