@@ -134,16 +134,17 @@ def grouped_writes(trial: Any) -> Iterator[None]:
 class IntermediateValues:
     """``report(value, step)`` for one live trial, as ``Trial.report`` (same checks; a step reported twice is
     ignored), with the storage writes grouped: the value is in the live trial at once (``should_prune`` and
-    the pruner read it there) and reaches the storage at once for the first one, else within
-    ``interval_s`` seconds of the last write, or at :meth:`flush`,
-    which the caller runs when training ends, before the trial is told. Storages without a grouped writer
-    (:mod:`.trial_writers`) are written at once."""
+    the pruner read it there) and reaches the storage with the first report ``interval_s`` seconds or more
+    after the last write (or, for the first write, after this object was made: the trial's training
+    started), or at :meth:`flush`, which the caller runs when training ends, before the trial is told. A
+    trial shorter than ``interval_s`` thus stores its curve in one write with its results (a demo trial:
+    ~0.6 s). Storages without a grouped writer (:mod:`.trial_writers`) are written at once."""
 
     def __init__(self, trial: Any, interval_s: float = 1.0) -> None:
         self.trial, self.interval_s = trial, float(interval_s)
         self.writer = writer_of(trial)
         self.pending: dict[int, float] = {}
-        self.last = -float("inf")  # the first value is written at once: a trial shows progress from epoch 0
+        self.last = time.monotonic()  # training starts: its first second of values goes in one write
 
     def report(self, value: float, step: int) -> None:
         if self.writer is None:

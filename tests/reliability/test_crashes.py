@@ -84,7 +84,7 @@ def test_kill_9_during_a_searched_trial(tmp_path):
             study = load_study(cfg)
         except Exception:
             return False
-        return any(not tr.is_baseline(t) and t.intermediate_values
+        return any(not tr.is_baseline(t) and tr.recipe_dict_of(t) is not None  # training
                    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
     _wait_for(searched_running, timeout=600, what="a searched trial")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from autokd.search import batched_writes
 from autokd.search.backends.storage import make_storage
 from autokd.search.batched_writes import IntermediateValues, grouped_writes, set_user_attrs
 
@@ -114,10 +115,10 @@ def test_intermediate_values_store_what_report_stores(storage):
         assert grouped._cached_frozen_trial.intermediate_values[step] is not None  # seen by the pruner at once
     values.report(0.0, 1)  # a step reported twice is ignored, as Trial.report ignores it
     if commits is not None:
-        assert commits["n"] == 1  # the first value at once (progress shows), the rest wait for the interval
+        assert commits["n"] == 0  # every value waits for the interval (counted from the start of training)
     values.flush()
     if commits is not None:
-        assert commits["n"] == 2
+        assert commits["n"] == 1
     study.tell(one, 1.0)
     study.tell(grouped, 1.0)
     stored = [t.intermediate_values for t in optuna.load_study(study_name="s", storage=storage).get_trials()]
@@ -127,16 +128,29 @@ def test_intermediate_values_store_what_report_stores(storage):
         assert (a != a and b != b) or a == b == v  # NaN stays NaN, infinities stay infinite
 
 
-def test_intermediate_values_are_written_once_the_interval_has_passed(tmp_path):
+def test_intermediate_values_are_written_once_the_interval_has_passed(tmp_path, monkeypatch):
     storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
     study = optuna.create_study(storage=storage)
     trial = study.ask()
-    values = IntermediateValues(trial, interval_s=0.0)  # every report is due at once
+    clock = [100.0]
+    monkeypatch.setattr(batched_writes.time, "monotonic", lambda: clock[0])
+    values = IntermediateValues(trial, interval_s=1.0)  # made when training starts, at 100 s
     values.report(0.5, 0)
-    assert study._storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5}
+    clock[0] = 100.9
+    values.report(0.55, 1)
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {}  # within the first second
+    clock[0] = 101.0
+    values.report(0.575, 2)  # a second after the start: the three values in one write
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {0: 0.5, 1: 0.55, 2: 0.575}
+    clock[0] = 101.5
+    values.report(0.6, 3)
+    assert len(study._storage.get_trial(trial._trial_id).intermediate_values) == 3  # a second after that write
+    clock[0] = 102.0
+    values.report(0.625, 4)
+    assert len(study._storage.get_trial(trial._trial_id).intermediate_values) == 5
     study.tell(trial, 1.0)
     values.interval_s = 3600.0
-    values.report(0.6, 1)  # kept in the trial; writing to a finished trial is refused, as Optuna refuses it
+    values.report(0.65, 5)  # kept in the trial; writing to a finished trial is refused, as Optuna refuses it
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         values.flush()
     with pytest.raises(ValueError, match="non-negative"):
@@ -180,7 +194,7 @@ def test_a_group_stores_what_the_single_writes_store(storage):
             values.flush()
         assert grouped.user_attrs == {**ATTRS, "one": 1}
     assert got == want
-    if commits is not None:  # one transaction (one journal append) for all of it (even the first value, due at once)
+    if commits is not None:  # one transaction (one journal append) for all of it
         assert commits["n"] == 1
     assert grouped.suggest_int("width", 1, 8) == want["width"]  # suggested again: the stored value
     study.tell(plain, 1.0)

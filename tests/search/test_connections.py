@@ -74,4 +74,4 @@ def test_storages_keep_their_set_up_when_pickled(tmp_path):
         assert db.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert db.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
     with pytest.raises(AttributeError):
-        storage._created.trial  # noqa: B018 -- a fresh per-thread memo, empty
+        storage._memo.trial  # noqa: B018 -- a fresh per-thread memo, empty

@@ -312,3 +312,48 @@ def test_a_heartbeat_of_a_removed_trial_is_ignored_and_a_failure_is_optunas_erro
     monkeypatch.setattr(lean, "_connection", broken)
     with pytest.raises(optuna.exceptions.StorageInternalError):
         lean.record_heartbeat(trial._trial_id)
+
+
+class _MarkingSampler(optuna.samplers.RandomSampler):
+    """A sampler that writes to the trial while it is told (as NSGA-II stores constraints)."""
+
+    def after_trial(self, study, trial, state, values):
+        study._storage.set_trial_system_attr(trial._trial_id, "told_as", state.name)
+
+
+@pytest.mark.parametrize("marking", [False, True])
+def test_tell_returns_optunas_trial_read_once(url, marking):
+    """Within ``telling``, ``study.tell`` returns the trial Optuna's own storage reads after the tell --
+    complete (two objectives, one infinite), pruned (its last intermediate value as value) or failed --
+    reading it once instead of twice; a write to the trial while it is told makes the second read real."""
+    lean, plain = make_storage(url), optuna.storages.RDBStorage(url)
+    sampler = _MarkingSampler(seed=0) if marking else optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(storage=lean, study_name=f"tell{time.monotonic_ns()}",
+                                directions=["maximize", "minimize"], sampler=sampler)
+    reads = []
+    read = lean._read
+    lean._read = lambda *a: (reads.append(1), read(*a))[1]
+    for kind in ("complete", "pruned", "fail"):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("recipe", {"a": 1})
+        for step, v in enumerate([0.5, 0.75]):
+            lean.set_trial_intermediate_value(trial._trial_id, step, v)
+        reads.clear()
+        with lean.telling(trial._trial_id):
+            if kind == "complete":
+                told = study.tell(trial, [0.9, math.inf])
+            elif kind == "pruned":
+                told = study.tell(trial, state=S.PRUNED)
+            else:
+                told = study.tell(trial, state=S.FAIL)
+        assert len(reads) == (2 if marking else 1)
+        _same(told, plain.get_trial(trial._trial_id))
+        assert told.state == {"complete": S.COMPLETE, "pruned": S.PRUNED, "fail": S.FAIL}[kind]
+        assert told.system_attrs == ({"told_as": told.state.name} if marking else {})
+        assert told.datetime_complete is not None and told.duration is not None
+    first = study.trials[0]
+    assert first.values == [0.9, math.inf]
+    reads.clear()
+    lean.get_trial(first._trial_id)  # outside: read
+    assert reads == [1]

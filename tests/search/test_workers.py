@@ -137,7 +137,7 @@ def _wait_for_running(cfg: StudyConfig, searched: bool, timeout: float = 300) ->
             time.sleep(0.5)
             continue
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if tr.worker_of(t) and (tr.is_baseline(t) != searched) and t.intermediate_values:
+            if tr.worker_of(t) and (tr.is_baseline(t) != searched) and tr.recipe_dict_of(t) is not None:  # training
                 return t
         time.sleep(0.3)
     raise AssertionError("no trial started running")

@@ -278,17 +278,17 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._created = threading.local()
+        self._memo = threading.local()
         tune_engine(self.engine)
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        state.pop("_created", None)
+        state.pop("_memo", None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
-        self._created = threading.local()
+        self._memo = threading.local()
         tune_engine(self.engine)
 
     def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState,
@@ -325,7 +325,56 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                     {getattr(t, k): v for k, v in change.items()}))
         except sqlalchemy.exc.IntegrityError:
             return False
+        self._told(trial_id, state, values, change)
         return True
+
+    @contextlib.contextmanager
+    def telling(self, trial_id: int) -> Iterator[None]:
+        """Within (around ``study.tell`` of ``trial_id``): the read of the told trial after its state change
+        is answered from the read before it plus the change, not read again. Optuna's ``tell`` reads the
+        trial, hands it to the sampler, changes its state, and reads it again to return it; a write to the
+        trial through this storage in between (a sampler's system attribute) drops the answer."""
+        self._memo.telling, self._memo.before = trial_id, None
+        try:
+            yield
+        finally:
+            self._memo.telling = self._memo.before = self._memo.trial = None
+
+    def _told(self, trial_id: int, state: optuna.trial.TrialState, values: Any, change: dict[str, Any]) -> None:
+        before, self._memo.before = getattr(self._memo, "before", None), None
+        if before is None or before._trial_id != trial_id or getattr(self._memo, "telling", None) != trial_id:
+            return
+        before.state = state
+        if values is not None:
+            before.values = [float(v) for v in values]
+        if "_datetime_start_utc" in change:
+            before.datetime_start = _local(change["_datetime_start_utc"])
+        if "_datetime_complete_utc" in change:
+            before.datetime_complete = _local(change["_datetime_complete_utc"])
+        self._memo.trial = before
+
+    def _wrote(self, trial_id: int) -> None:
+        """A write to ``trial_id``: what a memo holds of it is no longer the stored trial."""
+        for name in ("before", "trial"):
+            held = getattr(self._memo, name, None)
+            if held is not None and held._trial_id == trial_id:
+                setattr(self._memo, name, None)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._wrote(trial_id)
+        super().set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._wrote(trial_id)
+        super().set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._wrote(trial_id)
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def _set_trial_param(self, trial_id: int, *args: Any, **kwargs: Any) -> None:
+        self._wrote(trial_id)
+        super()._set_trial_param(trial_id, *args, **kwargs)
 
     def _create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
                           ) -> optuna.trial.FrozenTrial:
@@ -342,7 +391,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        attrs, beat = getattr(self._created, "extra", None) or ({}, False)
+        attrs, beat = getattr(self._memo, "extra", None) or ({}, False)
         for attempt in range(1, 6):  # Optuna's MAX_RETRIES
             start = _utc_now()
             try:
@@ -362,8 +411,8 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                     datetime_start=_local(start), datetime_complete=None, params={}, distributions={},
                     user_attrs=json.loads(json.dumps(attrs)), system_attrs={}, intermediate_values={},
                     trial_id=row.trial_id)
-                if getattr(self._created, "extra", None) is not None:  # Optuna's cache keeps `created`: a copy
-                    self._created.trial = copy.deepcopy(created)
+                if getattr(self._memo, "extra", None) is not None:  # Optuna's cache keeps `created`: a copy
+                    self._memo.trial = copy.deepcopy(created)
                 return created
             except optuna.exceptions.StorageInternalError:
                 if attempt == 5:
@@ -406,22 +455,25 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         heartbeat in its creation's transaction, and its first ``get_trial`` is answered from the creation,
         not read. For ``optuna.Trial(study, create_new_trial(...))``, whose first step reads the trial just
         made (nothing writes to a new trial before its ``Trial`` exists); any other read reads the database."""
-        self._created.extra = (dict(user_attrs or {}), bool(heartbeat))
+        self._memo.extra = (dict(user_attrs or {}), bool(heartbeat))
         try:
             yield
         finally:
-            self._created.extra, self._created.trial = None, None
+            self._memo.extra, self._memo.trial = None, None
 
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
-        """The trial, in one statement (see :meth:`creating`)."""
+        """The trial, in one statement (see :meth:`creating` and :meth:`telling` for the reads answered from
+        what this thread has just stored)."""
         from optuna.storages._rdb import models
 
-        created, self._created.trial = getattr(self._created, "trial", None), None
-        if created is not None and created._trial_id == trial_id:
-            return created
+        held, self._memo.trial = getattr(self._memo, "trial", None), None
+        if held is not None and held._trial_id == trial_id:
+            return held
         _, trials = _by_trial(self._read(_trial_statement(), {"id": trial_id}))
         if not trials:
             raise KeyError(models.NOT_FOUND_MSG)
+        if getattr(self._memo, "telling", None) == trial_id:
+            self._memo.before = _frozen(trials[0])  # built twice: the caller may change its copy
         return _frozen(trials[0])
 
     def _get_trials(self, study_id: int, states: Container[optuna.trial.TrialState] | None,

@@ -171,9 +171,12 @@ def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
         except Exception as e:  # recorded, then re-raised below
             state, error = optuna.trial.TrialState.FAIL, e
     frozen = None
+    storage = study._storage
+    telling = getattr(getattr(storage, "_backend", storage), "telling", None)  # tell's re-read answered
     # a trial another worker already failed as stale stays failed (its retry runs elsewhere), also when that
     # happens between tell's check and its update
-    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError), \
+            telling(trial._trial_id) if telling is not None else contextlib.nullcontext():
         if state == optuna.trial.TrialState.COMPLETE:
             frozen = study.tell(trial, values, skip_if_finished=True)
         else:
