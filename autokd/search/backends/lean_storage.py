@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import json
 import threading
 from collections.abc import Container, Iterable, Iterator
@@ -38,238 +37,10 @@ from typing import Any
 
 import optuna
 
+from . import lean_sql as sql
 from .connections import tune_engine
 
 __all__ = ["LeanRDBStorage"]
-
-_STUDY, _TRIAL, _PARAM, _VALUE, _USER, _SYSTEM, _STEP = range(-2, 5)
-_STATEMENTS: dict[Any, Any] = {}
-
-
-def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
-    """What ``TrialModel.datetime_start``/``datetime_complete`` return: naive UTC as naive local time."""
-    if utc is None:
-        return None
-    return utc.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)
-
-
-def _read_statement(trials_where: Any, study: bool):
-    """ONE ``UNION ALL`` of (the study's row when ``study``,) the trial rows that ``trials_where`` selects and
-    the rows of the five child tables for those trials, as (kind, trial_id, order, i, name, f, text, k, d1, d2);
-    each column typed the same in every branch (enums as their stored names, the trial's datetimes in d1, d2)."""
-    import sqlalchemy as sa
-    from optuna.storages._rdb import models
-
-    def null(t):
-        return sa.cast(sa.null(), t)
-
-    float_t = sa.Float(precision=53)
-    t = models.TrialModel
-    selected = sa.select(t.trial_id).where(trials_where)
-
-    def branch(kind, table, order, integer=None, name=None, number=None, text=None, kind_name=None,
-               start=None, complete=None):
-        return sa.select(
-            sa.literal(kind, sa.Integer).label("kind"), table.trial_id.label("trial_id"), order.label("ord"),
-            (integer if integer is not None else null(sa.Integer)).label("i"),
-            (sa.cast(name, sa.String) if name is not None else null(sa.String)).label("name"),
-            (number if number is not None else null(float_t)).label("f"),
-            (sa.cast(text, sa.Text) if text is not None else null(sa.Text)).label("text"),
-            (sa.cast(kind_name, sa.String) if kind_name is not None else null(sa.String)).label("k"),
-            (start if start is not None else null(sa.DateTime)).label("d1"),
-            (complete if complete is not None else null(sa.DateTime)).label("d2"),
-        ).where(table.trial_id.in_(selected) if table is not t else trials_where)
-
-    p, v, u = models.TrialParamModel, models.TrialValueModel, models.TrialUserAttributeModel
-    sy, iv, st = models.TrialSystemAttributeModel, models.TrialIntermediateValueModel, models.StudyModel
-    branches = []
-    if study:
-        branches.append(sa.select(
-            sa.literal(_STUDY, sa.Integer).label("kind"), null(sa.Integer).label("trial_id"),
-            st.study_id.label("ord"), null(sa.Integer).label("i"), null(sa.String).label("name"),
-            null(float_t).label("f"), null(sa.Text).label("text"), null(sa.String).label("k"),
-            null(sa.DateTime).label("d1"), null(sa.DateTime).label("d2"),
-        ).where(st.study_id == sa.bindparam("study")))
-    branches += [
-        branch(_TRIAL, t, t.trial_id, integer=t.number, kind_name=t.state, start=t._datetime_start_utc,
-               complete=t._datetime_complete_utc),
-        branch(_PARAM, p, p.param_id, name=p.param_name, number=p.param_value, text=p.distribution_json),
-        branch(_VALUE, v, v.trial_value_id, integer=v.objective, number=v.value, kind_name=v.value_type),
-        branch(_USER, u, u.trial_user_attribute_id, name=u.key, text=u.value_json),
-        branch(_SYSTEM, sy, sy.trial_system_attribute_id, name=sy.key, text=sy.value_json),
-        branch(_STEP, iv, iv.trial_intermediate_value_id, integer=iv.step, number=iv.intermediate_value,
-               kind_name=iv.intermediate_value_type),
-    ]
-    return sa.union_all(*branches)
-
-
-def _trials_statement(has_states: bool, narrowing: str, dialect: str):
-    """The read of a study's trials (``_get_trials``), built once per shape (building it costs more than
-    running it on SQLite): ``narrowing`` is "" (all), ">" (ids above a bound) or "in>" (listed ids or above).
-
-    On PostgreSQL the listed ids are ONE array parameter (``= ANY``), not one placeholder each: the text
-    stays the same whatever their number, so the driver prepares it and the server plans it once (planning
-    this union took ~1 ms of the server's time on every read)."""
-    key = ("trials", has_states, narrowing, dialect == "postgresql")
-    if key not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        t = models.TrialModel
-        where = [t.study_id == sa.bindparam("study")]
-        if has_states:
-            where.append(t.state.in_(sa.bindparam("states", expanding=True)))
-        if narrowing == ">":
-            where.append(t.trial_id > sa.bindparam("above"))
-        elif narrowing == "in>":
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import ARRAY
-
-                listed = t.trial_id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.Integer)))
-            else:
-                listed = t.trial_id.in_(sa.bindparam("ids", expanding=True))
-            where.append(sa.or_(listed, t.trial_id > sa.bindparam("above")))
-        _STATEMENTS[key] = _read_statement(sa.and_(*where), study=True)
-    return _STATEMENTS[key]
-
-
-def _trial_statement():
-    """The read of one trial (``get_trial``), built once."""
-    if "trial" not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        _STATEMENTS["trial"] = _read_statement(models.TrialModel.trial_id == sa.bindparam("id"), study=False)
-    return _STATEMENTS["trial"]
-
-
-def _lock_statement():
-    """The trial's state, its row locked ("FOR UPDATE" on PostgreSQL; SQLite serialises its writes anyway)."""
-    if "lock" not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        t = models.TrialModel
-        _STATEMENTS["lock"] = sa.select(t.state).where(t.trial_id == sa.bindparam("id")).with_for_update()
-    return _STATEMENTS["lock"]
-
-
-def _value_upsert(dialect: str):
-    """Insert a trial's objective values, replacing those it has (Optuna's find-then-insert-or-update)."""
-    key = f"values-{dialect}"
-    if key not in _STATEMENTS:
-        from optuna.storages._rdb import models
-
-        from ..trial_writers import upsert
-
-        _STATEMENTS[key] = upsert(dialect, models.TrialValueModel, ("trial_id", "objective"),
-                                  ("value", "value_type"))
-    return _STATEMENTS[key]
-
-
-def _new_trial_statement():
-    """Insert a trial numbered by the count of the study's trials (under the study's row lock: those created
-    before it), returning its id and number."""
-    if "new-trial" not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        t = models.TrialModel
-        before = sa.select(sa.func.count(t.trial_id)).where(t.study_id == sa.bindparam("study")).scalar_subquery()
-        _STATEMENTS["new-trial"] = sa.insert(t).values(
-            study_id=sa.bindparam("study"), number=before, state=sa.bindparam("state", type_=t.state.type),
-            _datetime_start_utc=sa.bindparam("start", type_=t._datetime_start_utc.type),
-        ).returning(t.trial_id, t.number)
-    return _STATEMENTS["new-trial"]
-
-
-def _user_attr_insert():
-    """A new trial's user attributes (rows given at execution)."""
-    if "user-attrs" not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        _STATEMENTS["user-attrs"] = sa.insert(models.TrialUserAttributeModel)
-    return _STATEMENTS["user-attrs"]
-
-
-def _study_lock_statement():
-    """The study's row, locked while a trial is created (its number counts the trials before it)."""
-    if "study-lock" not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        study = models.StudyModel
-        _STATEMENTS["study-lock"] = sa.select(study.study_id).where(
-            study.study_id == sa.bindparam("id")).with_for_update()
-    return _STATEMENTS["study-lock"]
-
-
-def _heartbeat_upsert(dialect: str):
-    """A trial's heartbeat row: inserted at the database's current time, or set to it (Optuna's values)."""
-    key = f"heartbeat-{dialect}"
-    if key not in _STATEMENTS:
-        import sqlalchemy as sa
-        from optuna.storages._rdb import models
-
-        from ..trial_writers import upsert
-
-        _STATEMENTS[key] = upsert(dialect, models.TrialHeartbeatModel, ("trial_id",), {"heartbeat": sa.func.now()},
-                                  values={"trial_id": sa.bindparam("trial_id"),
-                                          "heartbeat": sa.func.current_timestamp()})
-    return _STATEMENTS[key]
-
-
-def _utc_now() -> datetime.datetime:
-    """What Optuna stores for ``datetime.now()``: the time as naive UTC."""
-    return datetime.datetime.now().astimezone(datetime.timezone.utc).replace(tzinfo=None)
-
-
-def _frozen(rows: list[Any]) -> optuna.trial.FrozenTrial:
-    """``RDBStorage._build_frozen_trial_from_trial_model`` from one trial's rows (its own row first)."""
-    from optuna import distributions
-    from optuna.storages._rdb import models
-
-    value_kind = models.TrialValueModel.TrialValueType
-    step_kind = models.TrialIntermediateValueModel.TrialIntermediateValueType
-    trial = rows[0]
-    objectives: dict[int, float] = {}
-    params, dists, user, system, steps = {}, {}, {}, {}, {}
-    for r in rows[1:]:
-        if r.kind == _PARAM:
-            dist = distributions.json_to_distribution(r.text)
-            params[r.name], dists[r.name] = dist.to_external_repr(r.f), dist
-        elif r.kind == _VALUE:
-            objectives[r.i] = models.TrialValueModel.stored_repr_to_value(r.f, value_kind[r.k])
-        elif r.kind == _USER:
-            user[r.name] = json.loads(r.text)
-        elif r.kind == _SYSTEM:
-            system[r.name] = json.loads(r.text)
-        else:
-            steps[r.i] = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(r.f, step_kind[r.k])
-    values = None
-    if objectives:
-        values = [0 for _ in objectives]
-        for objective, value in objectives.items():
-            values[objective] = value
-    return optuna.trial.FrozenTrial(
-        number=trial.i, state=optuna.trial.TrialState[trial.k], value=None, values=values,
-        datetime_start=_local(trial.d1), datetime_complete=_local(trial.d2), params=params, distributions=dists,
-        user_attrs=user, system_attrs=system, intermediate_values=steps, trial_id=trial.trial_id)
-
-
-def _by_trial(rows: Any) -> tuple[bool, list[list[Any]]]:
-    """(whether the study's row came, each trial's rows in trial id order, its own row first)."""
-    study = False
-    trials: dict[int, list[Any]] = {}
-    for r in sorted(rows, key=lambda r: (r.kind, r.ord)):  # trial rows sort before their children
-        if r.kind == _STUDY:
-            study = True
-        elif r.kind == _TRIAL:
-            trials[r.trial_id] = [r]
-        else:
-            trials[r.trial_id].append(r)
-    return study, [trials[i] for i in sorted(trials)]
 
 
 class LeanRDBStorage(optuna.storages.RDBStorage):
@@ -301,7 +72,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         try:
             with _create_scoped_session(self.scoped_session) as session:
                 db = session.connection()
-                row = db.execute(_lock_statement(), {"id": trial_id}).one_or_none()
+                row = db.execute(sql.lock_statement(), {"id": trial_id}).one_or_none()
                 if row is None:
                     raise KeyError(models.NOT_FOUND_MSG)
                 self.check_trial_is_updatable(trial_id, row.state)
@@ -312,14 +83,14 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                         rows.append({"trial_id": trial_id, "objective": objective, "value": stored,
                                      "value_type": kind})
                     if rows:
-                        db.execute(_value_upsert(self.engine.name), rows)
+                        db.execute(sql.value_upsert(self.engine.name), rows)
                 if state == s.RUNNING and row.state != s.WAITING:
                     return False  # another worker started it first (the values above are kept, as in Optuna)
                 change: dict[str, Any] = {"state": state}
                 if state == s.RUNNING:
-                    change["_datetime_start_utc"] = _utc_now()
+                    change["_datetime_start_utc"] = sql.utc_now()
                 if state.is_finished():
-                    change["_datetime_complete_utc"] = _utc_now()
+                    change["_datetime_complete_utc"] = sql.utc_now()
                 t = models.TrialModel
                 db.execute(sqlalchemy.update(t).where(t.trial_id == trial_id).values(
                     {getattr(t, k): v for k, v in change.items()}))
@@ -348,9 +119,9 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         if values is not None:
             before.values = [float(v) for v in values]
         if "_datetime_start_utc" in change:
-            before.datetime_start = _local(change["_datetime_start_utc"])
+            before.datetime_start = sql.local_time(change["_datetime_start_utc"])
         if "_datetime_complete_utc" in change:
-            before.datetime_complete = _local(change["_datetime_complete_utc"])
+            before.datetime_complete = sql.local_time(change["_datetime_complete_utc"])
         self._memo.trial = before
 
     def _wrote(self, trial_id: int) -> None:
@@ -393,22 +164,22 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
 
         attrs, beat = getattr(self._memo, "extra", None) or ({}, False)
         for attempt in range(1, 6):  # Optuna's MAX_RETRIES
-            start = _utc_now()
+            start = sql.utc_now()
             try:
                 with _create_scoped_session(self.scoped_session) as session:
                     db = session.connection()
-                    if db.execute(_study_lock_statement(), {"id": study_id}).one_or_none() is None:
+                    if db.execute(sql.study_lock_statement(), {"id": study_id}).one_or_none() is None:
                         raise KeyError(models.NOT_FOUND_MSG)
-                    row = db.execute(_new_trial_statement(), {
+                    row = db.execute(sql.new_trial_statement(), {
                         "study": study_id, "state": optuna.trial.TrialState.RUNNING, "start": start}).one()
                     if attrs:  # as set_trial_user_attr stores them
-                        db.execute(_user_attr_insert(), [{"trial_id": row.trial_id, "key": k,
+                        db.execute(sql.user_attr_insert(), [{"trial_id": row.trial_id, "key": k,
                                                           "value_json": json.dumps(v)} for k, v in attrs.items()])
                     if beat:
-                        db.execute(_heartbeat_upsert(self.engine.name), {"trial_id": row.trial_id})
+                        db.execute(sql.heartbeat_upsert(self.engine.name), {"trial_id": row.trial_id})
                 created = optuna.trial.FrozenTrial(
                     number=row.number, state=optuna.trial.TrialState.RUNNING, value=None, values=None,
-                    datetime_start=_local(start), datetime_complete=None, params={}, distributions={},
+                    datetime_start=sql.local_time(start), datetime_complete=None, params={}, distributions={},
                     user_attrs=json.loads(json.dumps(attrs)), system_attrs={}, intermediate_values={},
                     trial_id=row.trial_id)
                 if getattr(self._memo, "extra", None) is not None:  # Optuna's cache keeps `created`: a copy
@@ -428,7 +199,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
 
         try:
             with self._connection() as db:
-                db.execute(_heartbeat_upsert(self.engine.name), {"trial_id": trial_id})
+                db.execute(sql.heartbeat_upsert(self.engine.name), {"trial_id": trial_id})
                 db.commit()
         except sqlalchemy.exc.IntegrityError:
             pass
@@ -469,12 +240,12 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         held, self._memo.trial = getattr(self._memo, "trial", None), None
         if held is not None and held._trial_id == trial_id:
             return held
-        _, trials = _by_trial(self._read(_trial_statement(), {"id": trial_id}))
+        _, trials = sql.by_trial(self._read(sql.trial_statement(), {"id": trial_id}))
         if not trials:
             raise KeyError(models.NOT_FOUND_MSG)
         if getattr(self._memo, "telling", None) == trial_id:
-            self._memo.before = _frozen(trials[0])  # built twice: the caller may change its copy
-        return _frozen(trials[0])
+            self._memo.before = sql.frozen_trial(trials[0])  # built twice: the caller may change its copy
+        return sql.frozen_trial(trials[0])
 
     def _get_trials(self, study_id: int, states: Container[optuna.trial.TrialState] | None,
                     included_trial_ids: set[int], trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:
@@ -493,14 +264,14 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
             if included:
                 params["ids"], narrowing = included, "in>"
         try:
-            rows = self._read(_trials_statement(states is not None, narrowing, self.engine.name), params)
+            rows = self._read(sql.trials_statement(states is not None, narrowing, self.engine.name), params)
         except sqlalchemy.exc.OperationalError:  # too many ids for IN: Optuna falls back the same way
             params.pop("ids", None)
             params.pop("above", None)
-            rows = self._read(_trials_statement(states is not None, "", self.engine.name), params)
+            rows = self._read(sql.trials_statement(states is not None, "", self.engine.name), params)
             keep = set(included)
-            rows = [r for r in rows if r.kind == _STUDY or r.trial_id in keep or r.trial_id > trial_id_greater_than]
-        study, trials = _by_trial(rows)
+            rows = [r for r in rows if r.kind == sql.STUDY or r.trial_id in keep or r.trial_id > trial_id_greater_than]
+        study, trials = sql.by_trial(rows)
         if not study:
             raise KeyError(models.NOT_FOUND_MSG)  # as Optuna's StudyModel.find_or_raise_by_id
-        return [_frozen(t) for t in trials]
+        return [sql.frozen_trial(t) for t in trials]
