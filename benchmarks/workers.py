@@ -218,7 +218,7 @@ def storage_overhead(args, tmp: Path) -> None:
         for epoch in range(15):  # a demo trial reports each epoch of its first seed and asks the pruner
             if report_epoch(trial, epoch, 0.5 + 0.01 * epoch, prunable=True, multi=False, values=values):
                 break
-        with grouped_writes(trial):  # what Objective.finish does: the last values and the metrics, one write
+        with grouped_writes(trial, until_tell=True):  # what Objective.finish does: stored with the tell
             values.flush()
             tr.record_metrics(trial, metrics)
         return 0.9

@@ -89,9 +89,13 @@ class _Group:
             return
         self.attrs[key] = value
 
-    def write(self) -> None:
-        if self.params or self.attrs or self.values:
-            self.writer.write(self._trial_id, self.params, self.attrs, self.values)
+    def write(self, until_tell: bool = False) -> None:
+        if not (self.params or self.attrs or self.values):
+            return
+        defer = getattr(self.writer, "defer", None)
+        if until_tell and not self.params and defer is not None and defer(self._trial_id, self.attrs, self.values):
+            return
+        self.writer.write(self._trial_id, self.params, self.attrs, self.values)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._storage, name)
@@ -103,7 +107,7 @@ def _group_of(trial: Any) -> _Group | None:
 
 
 @contextlib.contextmanager
-def grouped_writes(trial: Any) -> Iterator[None]:
+def grouped_writes(trial: Any, until_tell: bool = False) -> Iterator[None]:
     """Inside: ``trial.suggest_*``, ``trial.set_user_attr``, :func:`set_user_attrs` and
     :meth:`IntermediateValues.flush` of ``trial`` act on the live trial at once (it holds every value, as
     after Optuna's own writes); on leaving, they reach the storage in ONE write (an RDB transaction, a
@@ -112,7 +116,12 @@ def grouped_writes(trial: Any) -> Iterator[None]:
 
     Leaving by an exception writes them too (they are what Optuna would have stored before the exception),
     unless that write fails: then the original exception goes on. Inside a group, another group is the same
-    group. Other storages are written at each call, as usual."""
+    group. Other storages are written at each call, as usual.
+
+    ``until_tell`` (a trial's last writes, just before it is told): where the storage offers it (a lean RDB
+    storage inside ``telling``, see ``run_one_trial``), user attributes and intermediate values left by a
+    normal exit are stored in the transaction of the trial's state change instead of one of their own;
+    reads of the trial until then show them, and they are written on their own if no state change comes."""
     writer = None if _group_of(trial) is not None else writer_of(trial)
     if writer is None:
         yield
@@ -128,7 +137,7 @@ def grouped_writes(trial: Any) -> Iterator[None]:
             group.write()
         raise
     trial.storage = storage
-    group.write()
+    group.write(until_tell=until_tell)
 
 
 class IntermediateValues:

@@ -184,7 +184,7 @@ class Objective:
         """Record what training produced (the last intermediate ``values`` still pending, attributes, in one
         write; ``trials/<n>/`` files) and turn it into the trial's result: its value(s), or
         ``optuna.TrialPruned`` / ``RuntimeError`` (FAIL) / a baseline's ConfigError."""
-        with grouped_writes(trial):
+        with grouped_writes(trial, until_tell=True):  # stored with the state change where the storage can
             if values is not None:
                 values.flush()
             return self._result(trial, recipe, outcome)

@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RDBWriter", "JournalWriter", "writer_of", "upsert"]
+__all__ = ["RDBWriter", "JournalWriter", "writer_of", "upsert", "write_rows"]
 
 Params = list[tuple[str, float, Any]]  # (name, internal value, distribution), in suggestion order
 
@@ -82,14 +82,29 @@ class RDBWriter:
                 self.backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as in Optuna
                 if params:
                     _insert_params(db, statements, row.study_id, trial_id, params, known)
-                if attrs:  # as set_user_attr stores them (json.dumps)
-                    db.execute(statements["attrs"], [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                                                     for k, v in attrs.items()])
-                if values:
-                    db.execute(statements["values"], _value_rows(trial_id, values))
+                write_rows(db, self.backend.engine.name, trial_id, attrs, values)
             if self._cache is not None:
                 for name, _value, distribution in params:
                     known.setdefault(name, distribution)
+
+
+    def defer(self, trial_id: int, attrs: Mapping[str, Any], values: Mapping[int, float]) -> bool:
+        """Leave ``attrs`` and ``values`` to the trial's coming state change (one transaction with it), where
+        the storage offers it (``LeanRDBStorage.telling`` around the trial's last writes and its tell)."""
+        defer = getattr(self.backend, "defer_until_tell", None)
+        return defer is not None and defer(trial_id, attrs, values)
+
+
+def write_rows(db: Any, dialect: str, trial_id: int, attrs: Mapping[str, Any] | None,
+               values: Mapping[int, float] | None) -> None:
+    """Upsert a trial's user attributes (as ``set_user_attr`` stores them: ``json.dumps``) and intermediate
+    values (as ``Trial.report`` stores them) on the connection ``db``, in its transaction."""
+    statements = _rdb_statements(dialect)
+    if attrs:
+        db.execute(statements["attrs"], [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                         for k, v in attrs.items()])
+    if values:
+        db.execute(statements["values"], _value_rows(trial_id, values))
 
 
 _STATEMENTS: dict[str, dict[str, Any]] = {}

@@ -357,3 +357,67 @@ def test_tell_returns_optunas_trial_read_once(url, marking):
     reads.clear()
     lean.get_trial(first._trial_id)  # outside: read
     assert reads == [1]
+
+
+def _commits(storage) -> list[int]:
+    from sqlalchemy import event
+
+    n = [0]
+    event.listen(storage.engine, "commit", lambda *a: n.__setitem__(0, n[0] + 1))
+    return n
+
+
+def test_a_trials_results_are_stored_with_its_state_change(url):
+    """Inside ``telling``, the results a trial's last group leaves (``until_tell``) are shown by reads of the
+    trial and stored in the transaction of its state change: the told trial is what Optuna's storage reads
+    and equals a trial whose results were written on their own. Without a state change they are written
+    when the scope ends; outside the scope, at the group's end."""
+    from autokd.search.batched_writes import IntermediateValues, grouped_writes, set_user_attrs
+
+    lean, plain = make_storage(url), optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=lean, study_name=f"defer{time.monotonic_ns()}")
+    results = {"metrics": {"val_acc": 0.75, "nan": None}, "tags": ["a", 1]}
+    curve = {0: 0.5, 1: math.nan, 2: 0.75}
+
+    def last_writes(trial):
+        values = IntermediateValues(trial, interval_s=3600.0)
+        with grouped_writes(trial, until_tell=True):
+            for step, v in curve.items():
+                values.report(v, step)
+            values.flush()
+            set_user_attrs(trial, results)
+
+    reference = study.ask()  # outside the scope: written at the group's end, then told
+    last_writes(reference)
+    assert plain.get_trial(reference._trial_id).user_attrs == results
+    study.tell(reference, 0.75)
+
+    trial = study.ask()
+    commits = _commits(lean)
+    with lean.telling(trial._trial_id):
+        last_writes(trial)
+        assert commits[0] == 0 and plain.get_trial(trial._trial_id).user_attrs == {}  # not stored yet
+        shown = lean.get_trial(trial._trial_id)
+        assert shown.user_attrs == results and shown.intermediate_values.keys() == curve.keys()
+        told = study.tell(trial, 0.75)
+        assert commits[0] == 1  # the results and the state change: one transaction
+    stored = plain.get_trial(trial._trial_id)
+    _same(told, stored)
+    assert stored.user_attrs == plain.get_trial(reference._trial_id).user_attrs == results
+    ref_values = plain.get_trial(reference._trial_id).intermediate_values
+    for step, v in curve.items():
+        assert math.isnan(v) and math.isnan(stored.intermediate_values[step]) or stored.intermediate_values[step] == v
+        assert math.isnan(v) or ref_values[step] == v
+    assert commits[0] == 1
+
+    untold = study.ask()  # no state change: written when the scope ends
+    with lean.telling(untold._trial_id):
+        last_writes(untold)
+        assert plain.get_trial(untold._trial_id).user_attrs == {}
+    assert plain.get_trial(untold._trial_id).user_attrs == results
+
+    gone = study.ask()  # failed by another worker meanwhile: the write at the end is refused, as any write
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError), lean.telling(gone._trial_id):
+        last_writes(gone)
+        plain.set_trial_state_values(gone._trial_id, S.FAIL)
+    assert plain.get_trial(gone._trial_id).user_attrs == {}

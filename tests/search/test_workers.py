@@ -328,3 +328,27 @@ def test_a_worker_whose_trial_was_failed_as_stale_goes_on(objective, storage):
     frozen = run_one_trial(study, trial, objective)
     assert frozen.state == optuna.trial.TrialState.FAIL and frozen.value is None
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_stale_trials_deferred_results_are_refused_and_the_worker_goes_on(tmp_path):
+    """On a lean storage the results of a trial's last group wait for its state change; when another worker
+    failed the trial meanwhile, tell skips it, the results' own write is refused, and the worker goes on."""
+    from autokd.search.backends.optuna_backend import run_one_trial
+    from autokd.search.backends.storage import make_storage
+    from autokd.search.batched_writes import grouped_writes, set_user_attrs
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = optuna.create_study(storage=make_storage(url), direction="maximize")
+    other = optuna.storages.RDBStorage(url)  # another worker's process
+
+    def objective(trial):
+        with grouped_writes(trial, until_tell=True):
+            set_user_attrs(trial, {"metrics": {"val_acc": 0.5}})
+        other.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        return 0.5
+
+    frozen = run_one_trial(study, study.ask(), objective)
+    assert frozen.state == optuna.trial.TrialState.FAIL and frozen.value is None
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and "metrics" not in study.trials[0].user_attrs
+    ok = run_one_trial(study, study.ask(), lambda t: 0.75)
+    assert ok.state == optuna.trial.TrialState.COMPLETE and ok.value == 0.75

@@ -37,6 +37,7 @@ from typing import Any
 
 import optuna
 
+from ..trial_writers import RDBWriter, write_rows
 from . import lean_sql as sql
 from .connections import tune_engine
 
@@ -76,6 +77,9 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                 if row is None:
                     raise KeyError(models.NOT_FOUND_MSG)
                 self.check_trial_is_updatable(trial_id, row.state)
+                pending = self._pending(trial_id)
+                if pending is not None:  # the trial's last writes, left to this transaction
+                    write_rows(db, self.engine.name, trial_id, *pending)
                 if values is not None:
                     rows = []
                     for objective, v in enumerate(values):
@@ -96,20 +100,45 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                     {getattr(t, k): v for k, v in change.items()}))
         except sqlalchemy.exc.IntegrityError:
             return False
+        if getattr(self._memo, "telling", None) == trial_id:
+            self._memo.pending = None  # stored with the change
         self._told(trial_id, state, values, change)
         return True
 
     @contextlib.contextmanager
     def telling(self, trial_id: int) -> Iterator[None]:
-        """Within (around ``study.tell`` of ``trial_id``): the read of the told trial after its state change
-        is answered from the read before it plus the change, not read again. Optuna's ``tell`` reads the
-        trial, hands it to the sampler, changes its state, and reads it again to return it; a write to the
-        trial through this storage in between (a sampler's system attribute) drops the answer."""
-        self._memo.telling, self._memo.before = trial_id, None
+        """Within (around a trial's last writes and ``study.tell`` of ``trial_id``, in this thread):
+
+        - user attributes and intermediate values that ``grouped_writes(until_tell=True)`` leaves (the
+          trial's results) are stored in the transaction of its state change, and reads of the trial show
+          them until then; with no state change (``tell`` skipped a trial another worker failed), they are
+          written on their own when the scope ends (refused, as any write, if the trial is finished);
+        - the read of the told trial after its state change is answered from the read before it plus the
+          change, not read again. Optuna's ``tell`` reads the trial, hands it to the sampler, changes its
+          state, and reads it again to return it; a write to the trial through this storage in between (a
+          sampler's system attribute) drops the answer."""
+        self._memo.telling, self._memo.before, self._memo.pending = trial_id, None, None
         try:
             yield
         finally:
-            self._memo.telling = self._memo.before = self._memo.trial = None
+            pending = self._pending(trial_id)
+            self._memo.telling = self._memo.before = self._memo.trial = self._memo.pending = None
+            if pending is not None:
+                RDBWriter(self, self).write(trial_id, (), *pending)
+
+    def defer_until_tell(self, trial_id: int, attrs: dict[str, Any], values: dict[int, float]) -> bool:
+        """Keep a trial's last writes for its state change (see :meth:`telling`); ``False`` outside it."""
+        if getattr(self._memo, "telling", None) != trial_id:
+            return False
+        held_attrs, held_values = self._memo.pending or ({}, {})
+        self._memo.pending = ({**held_attrs, **attrs}, {**held_values, **values})
+        self._memo.before = self._memo.trial = None
+        return True
+
+    def _pending(self, trial_id: int) -> tuple[dict[str, Any], dict[int, float]] | None:
+        if getattr(self._memo, "telling", None) != trial_id:
+            return None
+        return getattr(self._memo, "pending", None)
 
     def _told(self, trial_id: int, state: optuna.trial.TrialState, values: Any, change: dict[str, Any]) -> None:
         before, self._memo.before = getattr(self._memo, "before", None), None
@@ -243,9 +272,19 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         _, trials = sql.by_trial(self._read(sql.trial_statement(), {"id": trial_id}))
         if not trials:
             raise KeyError(models.NOT_FOUND_MSG)
-        if getattr(self._memo, "telling", None) == trial_id:
-            self._memo.before = sql.frozen_trial(trials[0])  # built twice: the caller may change its copy
-        return sql.frozen_trial(trials[0])
+        if getattr(self._memo, "telling", None) != trial_id:
+            return sql.frozen_trial(trials[0])
+        self._memo.before = self._with_pending(sql.frozen_trial(trials[0]))  # built twice: the caller may
+        return self._with_pending(sql.frozen_trial(trials[0]))  # change its copy
+
+    def _with_pending(self, frozen: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+        """The trial as it will be stored with its pending writes (attributes as JSON stores them)."""
+        pending = self._pending(frozen._trial_id)
+        if pending is not None:
+            attrs, values = pending
+            frozen.user_attrs.update({k: json.loads(json.dumps(v)) for k, v in attrs.items()})
+            frozen.intermediate_values.update({int(k): float(v) for k, v in values.items()})
+        return frozen
 
     def _get_trials(self, study_id: int, states: Container[optuna.trial.TrialState] | None,
                     included_trial_ids: set[int], trial_id_greater_than: int) -> list[optuna.trial.FrozenTrial]:

@@ -153,30 +153,30 @@ def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
     suspended or starved) is left failed, and this worker goes on: the retry of that trial runs elsewhere."""
     import optuna
 
-    state, values, error = None, None, None
-    with heartbeat(study, trial._trial_id, first=first_beat):
-        try:
-            values = objective(trial)
-            state = optuna.trial.TrialState.COMPLETE
-        except optuna.TrialPruned:
-            state = optuna.trial.TrialState.PRUNED
-        except RuntimeError:
-            state = optuna.trial.TrialState.FAIL
-        except KeyboardInterrupt:
-            state, error = optuna.trial.TrialState.FAIL, Interrupted("SIGINT", 130)
-            tr.record_interrupted(trial, "SIGINT")
-        except Interrupted as e:
-            state, error = optuna.trial.TrialState.FAIL, e
-            tr.record_interrupted(trial, e.signal_name)
-        except Exception as e:  # recorded, then re-raised below
-            state, error = optuna.trial.TrialState.FAIL, e
-    frozen = None
+    state, values, error, frozen = None, None, None, None
     storage = study._storage
-    telling = getattr(getattr(storage, "_backend", storage), "telling", None)  # tell's re-read answered
+    # a lean storage stores the trial's results with its state change and answers tell's re-read
+    telling = getattr(getattr(storage, "_backend", storage), "telling", None)
     # a trial another worker already failed as stale stays failed (its retry runs elsewhere), also when that
     # happens between tell's check and its update
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError), \
             telling(trial._trial_id) if telling is not None else contextlib.nullcontext():
+        with heartbeat(study, trial._trial_id, first=first_beat):
+            try:
+                values = objective(trial)
+                state = optuna.trial.TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = optuna.trial.TrialState.PRUNED
+            except RuntimeError:
+                state = optuna.trial.TrialState.FAIL
+            except KeyboardInterrupt:
+                state, error = optuna.trial.TrialState.FAIL, Interrupted("SIGINT", 130)
+                tr.record_interrupted(trial, "SIGINT")
+            except Interrupted as e:
+                state, error = optuna.trial.TrialState.FAIL, e
+                tr.record_interrupted(trial, e.signal_name)
+            except Exception as e:  # recorded, then re-raised below
+                state, error = optuna.trial.TrialState.FAIL, e
         if state == optuna.trial.TrialState.COMPLETE:
             frozen = study.tell(trial, values, skip_if_finished=True)
         else:
