@@ -21,9 +21,10 @@ user attributes and intermediate values written in the same group.
 
 Intermediate values (``Trial.report``) are one write per epoch the same way (~1 ms on SQLite, ~3 ms on
 PostgreSQL: 15-45 ms for a 15-epoch trial). :class:`IntermediateValues` keeps each value in the live trial at
-once -- the pruner reads it from there, exactly as after ``Trial.report`` -- and writes the first at once (a
-running trial shows progress from its first epoch), then the pending ones in one statement when a second
-has passed since the last write, and when the trial's training ends.
+once -- the pruner reads it from there, exactly as after ``Trial.report`` -- and writes the pending ones in
+one statement when a second has passed since training started or since the last write, and when the trial's
+training ends. The last group of a trial (its last values and metrics) goes, on a lean RDB storage, into the
+transaction that changes its state (``grouped_writes(until_tell=True)``).
 
 The RDB storages (SQLite, PostgreSQL) and Optuna's journal storage (a journal file: one append, one file
 lock, for a whole group instead of one per value) are written this way, by the writers of
