@@ -8,14 +8,14 @@
    trials/hour and the ratio of two workers to the faster single worker (goal on 2 cores: >= 1.8x); then the
    machine's own ceiling for that ratio: one fixed training alone vs two at once, no engine involved.
 2. Storage overhead: the per-trial cost of what autokd asks of the storage in a demo-study trial, with a
-   no-op training step: under the study lock the loop's own reads (the counts that decide whether to start
-   a trial; every 5 s, tidy: dead, unclaimed and stale trials) and the ask; then the worker, the recipe's
-   parameters (the demo space suggested by a random sampler: the sampler's own time is not storage), the
-   recipe, 15 epochs of intermediate values each followed by the median pruner's decision, the metrics, and
-   the tell. On SQLite,
-   a journal file and PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``), as a fraction of one trial of
-   the demo study (3 seeds x 15 epochs of a CE-only student, the cheapest; goal: <= 2 %) and of one 1-epoch
-   fit.
+   no-op training step, exactly as the worker loop asks it: under the study lock the loop's own read (the
+   counts that decide whether to start a trial; every 5 s, tidy: dead, unclaimed and stale trials) and the
+   ask with the worker's claim and first heartbeat; then the recipe's parameters (the demo space suggested
+   by a random sampler: the sampler's own time is not storage) and record, 15 epochs of intermediate values
+   each followed by the median pruner's decision, the metrics, and the tell. On SQLite, a journal file and
+   PostgreSQL (``--postgres`` or ``AUTOKD_TEST_POSTGRES``; the figure grows with what else the database
+   holds: use a fresh one), as a fraction of one trial of the demo study (3 seeds x 15 epochs of a CE-only
+   student, the cheapest; goal: <= 2 %) and of one 1-epoch fit.
 """
 
 from __future__ import annotations
