@@ -238,3 +238,41 @@ def by_trial(rows: Any) -> tuple[bool, list[list[Any]]]:
         else:
             trials[r.trial_id].append(r)
     return study, [trials[i] for i in sorted(trials)]
+
+
+def finish_statement(attrs: bool, values_by_step: bool, values: bool):
+    """PostgreSQL: a trial's move to a finished state as ONE statement, so outside a transaction -- lock the
+    trial's row, and only if it is not finished: upsert the given user attributes, intermediate values and
+    objective values, set the state and its time -- returning the state it had (``None``: no such trial).
+    The row lock re-reads the latest committed row, and every part works from that row. Built once per
+    shape; the rows come as arrays (``unnest``), so the text does not change with their number."""
+    key = ("finish", attrs, values_by_step, values)
+    if key not in _STATEMENTS:
+        import sqlalchemy as sa
+
+        parts = ["cur AS (SELECT trial_id, state FROM trials WHERE trial_id = :id FOR UPDATE)",
+                 "ok AS (SELECT trial_id FROM cur WHERE state NOT IN ('COMPLETE', 'PRUNED', 'FAIL'))"]
+        if attrs:
+            parts.append(
+                "a AS (INSERT INTO trial_user_attributes (trial_id, key, value_json) SELECT ok.trial_id, x.k, x.j "
+                "FROM ok, unnest(CAST(:attr_keys AS VARCHAR[]), CAST(:attr_json AS VARCHAR[])) AS x(k, j) "
+                "ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json)")
+        if values_by_step:
+            parts.append(
+                "iv AS (INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, "
+                "intermediate_value_type) SELECT ok.trial_id, x.s, x.v, CAST(x.t AS trialintermediatevaluetype) "
+                "FROM ok, unnest(CAST(:steps AS INTEGER[]), CAST(:step_values AS DOUBLE PRECISION[]), "
+                "CAST(:step_kinds AS VARCHAR[])) AS x(s, v, t) ON CONFLICT (trial_id, step) DO UPDATE SET "
+                "intermediate_value = excluded.intermediate_value, "
+                "intermediate_value_type = excluded.intermediate_value_type)")
+        if values:
+            parts.append(
+                "v AS (INSERT INTO trial_values (trial_id, objective, value, value_type) "
+                "SELECT ok.trial_id, x.o, x.v, CAST(x.t AS trialvaluetype) FROM ok, unnest(CAST(:objectives AS "
+                "INTEGER[]), CAST(:objective_values AS DOUBLE PRECISION[]), CAST(:objective_kinds AS VARCHAR[])) "
+                "AS x(o, v, t) ON CONFLICT (trial_id, objective) DO UPDATE SET value = excluded.value, "
+                "value_type = excluded.value_type)")
+        parts.append("u AS (UPDATE trials SET state = CAST(:state AS trialstate), datetime_complete = :complete "
+                     "FROM ok WHERE trials.trial_id = ok.trial_id)")
+        _STATEMENTS[key] = sa.text("WITH " + ", ".join(parts) + " SELECT CAST(state AS VARCHAR) AS state FROM cur")
+    return _STATEMENTS[key]

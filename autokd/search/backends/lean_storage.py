@@ -70,6 +70,8 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb.storage import _create_scoped_session
 
         s = optuna.trial.TrialState
+        if state.is_finished() and self.engine.name == "postgresql":
+            return self._finish_in_one_statement(trial_id, state, values)
         try:
             with _create_scoped_session(self.scoped_session) as session:
                 db = session.connection()
@@ -103,6 +105,43 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         if getattr(self._memo, "telling", None) == trial_id:
             self._memo.pending = None  # stored with the change
         self._told(trial_id, state, values, change)
+        return True
+
+    def _finish_in_one_statement(self, trial_id: int, state: optuna.trial.TrialState, values: Any) -> bool:
+        """``set_trial_state_values`` to a finished state on PostgreSQL: the same checks and rows (with the
+        trial's pending results, see :meth:`telling`) in one statement outside a transaction -- one round trip
+        instead of seven (begin, lock, three upserts, update, commit)."""
+        import sqlalchemy.exc
+        from optuna.storages._rdb import models
+
+        attrs, by_step = self._pending(trial_id) or ({}, {})
+        params: dict[str, Any] = {"id": trial_id, "state": state.name, "complete": sql.utc_now()}
+        if attrs:
+            params["attr_keys"] = list(attrs)
+            params["attr_json"] = [json.dumps(v) for v in attrs.values()]
+        if by_step:
+            steps = sorted(by_step)
+            stored = [models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(by_step[k]) for k in steps]
+            params.update(steps=steps, step_values=[v for v, _ in stored], step_kinds=[k.name for _, k in stored])
+        objectives = list(values) if values is not None else []
+        if objectives:
+            stored = [models.TrialValueModel.value_to_stored_repr(v) for v in objectives]
+            params.update(objectives=list(range(len(stored))), objective_values=[v for v, _ in stored],
+                          objective_kinds=[k.name for _, k in stored])
+        try:
+            with self._connection() as db:
+                before = db.execute(sql.finish_statement(bool(attrs), bool(by_step), bool(objectives)),
+                                    params).scalar_one_or_none()
+        except sqlalchemy.exc.IntegrityError:
+            return False
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+        if before is None:
+            raise KeyError(models.NOT_FOUND_MSG)
+        self.check_trial_is_updatable(trial_id, optuna.trial.TrialState[before])  # nothing was changed if so
+        if getattr(self._memo, "telling", None) == trial_id:
+            self._memo.pending = None  # stored with the change
+        self._told(trial_id, state, values, {"_datetime_complete_utc": params["complete"]})
         return True
 
     @contextlib.contextmanager
