@@ -270,7 +270,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                 db.execute(sql.heartbeat_upsert(self.engine.name), {"trial_id": trial_id})
                 db.commit()
         except sqlalchemy.exc.IntegrityError:
-            pass
+            return  # the trial is gone (PostgreSQL's foreign key): ignored, as by Optuna
         except sqlalchemy.exc.SQLAlchemyError as e:
             raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
 

@@ -145,6 +145,12 @@ def read_step(study, trials: int) -> tuple[str, list]:
     return ("stop" if finished >= trials and not running_baselines else "wait"), seen
 
 
+def _backend_of(study) -> Any:
+    """The study's storage under Optuna's cache (``_CachedStorage`` wraps an RDB storage), else the storage."""
+    storage = study._storage
+    return getattr(storage, "_backend", storage)
+
+
 def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
     """Run ``objective(trial)`` with a heartbeat, tell the study the outcome, return the frozen trial.
     ``RuntimeError`` (e.g. out of memory) fails the trial and the search goes on; a KeyboardInterrupt or
@@ -154,9 +160,8 @@ def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
     import optuna
 
     state, values, error, frozen = None, None, None, None
-    storage = study._storage
     # a lean storage stores the trial's results with its state change and answers tell's re-read
-    telling = getattr(getattr(storage, "_backend", storage), "telling", None)
+    telling = getattr(_backend_of(study), "telling", None)
     # a trial another worker already failed as stale stays failed (its retry runs elsewhere), also when that
     # happens between tell's check and its update
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError), \
@@ -243,7 +248,7 @@ class Decider:
             if any(t.state == optuna.trial.TrialState.WAITING for t in self.seen):
                 trial = study.ask()
             else:
-                creating = getattr(getattr(storage, "_backend", storage), "creating", None)
+                creating = getattr(_backend_of(study), "creating", None)
                 beat = is_heartbeat_enabled(storage)
                 with creating(tr.worker_attrs(worker), heartbeat=beat) if creating else contextlib.nullcontext():
                     study._thread_local.cached_all_trials = None
