@@ -1,11 +1,13 @@
 """Engine overhead per trial, and the tree samplers' suggest time on a long study.
 
 (a) ``overhead``: a digits study (SQLite storage or a journal file, MCTS or any sampler, median pruner,
-per-epoch reports, progress hooks, trial files) of N one-epoch trials. Two figures, each as a fraction of a
-trial's mean ``Trainer.fit`` time (goal <= 2 %): the engine's steady cost per trial -- the time between one
-trial's training and the next one's (record the result, tell the storage, tidy and ask under the study lock,
-suggest and record the next recipe) -- and, separately, the study's one-off start (imports, data, storage,
-context; the teacher excluded) spread over the N trials.
+per-epoch reports, the CLI's progress display writing to a file, trial files) of N one-epoch trials. Two
+figures, each as a fraction of a trial's mean ``Trainer.fit`` time (goal <= 2 %): the engine's steady cost
+per trial -- the time between one trial's training and the next one's (record the result, tell the storage,
+report progress, tidy and ask under the study lock, suggest and record the next recipe) -- and, separately,
+the study's one-off start (imports, data, storage, context; the teacher excluded) spread over the N trials.
+Then the floor under any engine built on Optuna with that sampler: Optuna alone, in memory (nothing
+durable, no autokd records), asking, suggesting the same space's recipes and telling a value, per trial.
 (b) ``suggest``: an in-memory Optuna study of ``search_spaces/primitives.yaml`` (the largest tree) with a
 value-only objective (no training); the median wall time of one whole ``space.suggest(trial)`` (every
 sampler call of a trial) over the last 50 of ``--suggest-trials`` trials (goal <= 5 ms at 1,000), and its
@@ -17,6 +19,7 @@ median CPU time (the process's own time: on a busy machine the wall time also co
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import statistics
 import tempfile
@@ -27,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def overhead(trials: int, sampler: str, storage: str) -> None:
+    from rich.console import Console
+
     from autokd import train
+    from autokd.cli import progress as progress_mod
     from autokd.config import StudyConfig
     from autokd.search.run import run_search
     from autokd.train import trainer as trainer_mod
@@ -66,12 +72,16 @@ search: {{sampler: {sampler}, pruner: median, trials: {trials}, epochs: 1, basel
             teacher_s[0] += time.perf_counter() - t0
 
     trainer_mod.Trainer.fit, train.obtain_teacher = timed_fit, timed_obtain
+    console = progress_mod.console
+    progress_mod.console = Console(file=io.StringIO(), width=120)  # what the CLI shows, off screen
     try:
         t0 = time.perf_counter()
-        run_search(cfg, log=lambda *a: None)
+        with progress_mod.RichProgress() as progress:
+            run_search(cfg, log=lambda *a: None, progress=progress)
         wall = time.perf_counter() - t0
     finally:
         trainer_mod.Trainer.fit, train.obtain_teacher = fit, obtain
+        progress_mod.console = console
     trial_fits, trial_spans = fits[-trials:], spans[-trials:]  # the teacher's training is a fit too
     mean_fit = statistics.mean(trial_fits)
     gaps = [b[0] - a[1] for a, b in zip(trial_spans, trial_spans[1:], strict=False)]  # end to next start
@@ -79,9 +89,34 @@ search: {{sampler: {sampler}, pruner: median, trials: {trials}, epochs: 1, basel
     start = trial_spans[0][0] - t0 - teacher_s[0]
     print(f"(a) {trials} one-epoch digits trials ({sampler}, {storage}, median pruner): wall {wall:.1f} s, "
           f"teacher {teacher_s[0]:.1f} s, mean trial fit {1000 * mean_fit:.0f} ms")
-    print(f"    engine per trial (median gap between trainings) {1000 * steady:.0f} ms = "
+    print(f"    engine per trial (median gap between trainings) {1000 * steady:.1f} ms = "
           f"{100 * steady / mean_fit:.1f} % of a 1-epoch trial (goal <= 2 %)")
     print(f"    one-off start {start:.1f} s = {1000 * start / trials:.0f} ms per trial over {trials} trials")
+    bare = optuna_alone(max(trials, 20), sampler)
+    print(f"    floor: Optuna alone with {sampler} (in memory, same space, nothing recorded) {1000 * bare:.2f} ms "
+          f"per trial = {100 * bare / mean_fit:.1f} % of the same trial")
+
+
+def optuna_alone(trials: int, sampler: str) -> float:
+    """Median wall time per trial of Optuna's in-memory ask, the space's suggestion and tell (a random value),
+    over the last half of ``trials`` trials, with the sampler the overhead study used."""
+    import optuna
+
+    from autokd.search import SearchSpace, samplers
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.load(ROOT / "search_spaces" / "digits.yaml")
+    kw = {"space": space} if samplers.SAMPLERS.meta(sampler).get("uses_space") else {}
+    study = optuna.create_study(direction="maximize", sampler=samplers.create(sampler, seed=0, **kw))
+    rng = random.Random(0)
+    times: list[float] = []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, rng.random())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[trials // 2:])
 
 
 def suggest_time(trials: int, sampler: str) -> None:

@@ -15,6 +15,9 @@ __all__ = ["RichProgress"]
 class RichProgress:
     """Receives ``search_started``, ``trial_started``, ``epoch`` and ``trial_finished`` from the search."""
 
+    #: seconds between two reads of the study for a KD baseline not found yet
+    recheck_s = 5.0
+
     def __init__(self, seeds: int = 1) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -29,6 +32,8 @@ class RichProgress:
         self.last_epoch = -1
         self.recipe_text = ""
         self.t0 = time.time()
+        self.kd_values: dict[str | None, float] = {}  # completed KD baselines' values, by student label
+        self.kd_read_at: dict[str | None, float] = {}  # when the study was last read for one not found
 
     def __enter__(self):
         self.progress.__enter__()
@@ -46,6 +51,23 @@ class RichProgress:
         self.trials = self.progress.add_task("trials", total=todo, info=self._best())
         if todo == 0:
             console.print(f"study already has {target} finished trials; nothing to do (raise --trials to add more)")
+
+    def _kd_value(self, study, student: str | None) -> float | None:
+        """The value of the study's completed KD baseline for ``student``. A completed trial never changes,
+        so the study is read only until it is found (another worker may run it), and while it is not, at most
+        every :attr:`recheck_s` seconds (a study without baselines would be read after every trial)."""
+        from ..search import trial_record as tr
+
+        if student not in self.kd_values:
+            if time.monotonic() - self.kd_read_at.get(student, -float("inf")) < self.recheck_s:
+                return None
+            self.kd_read_at[student] = time.monotonic()
+            kd = next((t for t in study.get_trials(deepcopy=False) if tr.baseline_of(t) == tr.Baseline.KD
+                       and tr.student_of(t) == student and t.values), None)
+            if kd is None:
+                return None
+            self.kd_values[student] = kd.values[0]
+        return self.kd_values[student]
 
     def _best(self) -> str:
         return f"best val acc {self.best:.4f}" if self.best is not None else ""
@@ -84,11 +106,12 @@ class RichProgress:
         val = tr.metric_of(trial, tr.Key.VAL_ACC)
         val_s = f"{val:.4f}" if val is not None else "-"
         gain = ""
+        if tag == tr.Baseline.KD and trial.values:
+            self.kd_values.setdefault(tr.student_of(trial), trial.values[0])
         if tag is None and v is not None:
-            kd = next((t for t in study.get_trials(deepcopy=False) if tr.baseline_of(t) == tr.Baseline.KD
-                       and tr.student_of(t) == tr.student_of(trial) and t.values), None)
+            kd = self._kd_value(study, tr.student_of(trial))
             if kd is not None:
-                gain = f" ({100 * (v - kd.values[0]):+.2f} pts vs KD)"
+                gain = f" ({100 * (v - kd):+.2f} pts vs KD)"
         dur = trial.duration.total_seconds() if trial.duration is not None else None
         dur_s = f" {dur:.0f}s" if dur is not None else ""
         self.progress.console.print(f"trial {trial.number:3d} {state:8s} val {val_s}{gain}{dur_s}  {label}",

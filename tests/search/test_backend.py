@@ -193,3 +193,36 @@ search: {{sampler: random, pruner: none, trials: 2, epochs: 2, baseline_students
         seeds = t.user_attrs["val_acc_seeds"]
         assert len(seeds) == 3 and t.values[0] == pytest.approx(sum(seeds) / 3)
         assert t.user_attrs["epochs"] == 6
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
+def test_a_finished_trials_reference_cycles_are_freed(device, monkeypatch):
+    """The collection after each trial frees the trial's cyclic garbage on every device: the young generations
+    on the CPU, a full collection where memory is invisible to Python's thresholds (accelerators)."""
+    import gc
+    import weakref
+
+    import torch
+
+    from autokd.search.backends.optuna_backend import collect_after_trial
+
+    gc.collect()
+    gc.disable()  # the cycle below stays until the collection under test
+    try:
+        cycle = _Cycle()
+        gone = weakref.ref(cycle)
+        del cycle
+        assert gone() is not None
+        generations = []
+        collect = gc.collect
+        monkeypatch.setattr(gc, "collect", lambda *a: generations.append(a) or collect(*a))
+        collect_after_trial(torch.device(device))
+    finally:
+        gc.enable()
+    assert gone() is None
+    assert generations == ([(1,)] if device == "cpu" else [()])
