@@ -13,6 +13,7 @@ from ..recipe import Recipe
 from ..train.trainer import TrainingDiverged
 from . import trial_record as tr
 from .batched_writes import IntermediateValues, grouped_writes
+from .study_reads import one_study_read
 
 if TYPE_CHECKING:
     from ..context import StudyContext
@@ -167,7 +168,8 @@ class Objective:
         if is_baseline:
             self._skip_duplicate_baseline(trial)
         with grouped_writes(trial):  # the recipe's 4-8 parameters and its record: one write
-            recipe = self.recipe_for(trial)
+            with one_study_read(trial.study):  # a sampler reading the study at each call reads it once
+                recipe = self.recipe_for(trial)
             tr.record_recipe(trial, recipe, fingerprint=self.fingerprint)
         if self.prescreen is not None:
             self._prescreen(trial, recipe, is_baseline)

@@ -21,6 +21,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .study_reads import backend_of
+
 __all__ = ["RDBWriter", "JournalWriter", "writer_of", "upsert", "write_rows"]
 
 Params = list[tuple[str, float, Any]]  # (name, internal value, distribution), in suggestion order
@@ -32,13 +34,12 @@ def writer_of(trial: Any) -> RDBWriter | JournalWriter | None:
     if storage is None or getattr(trial, "_trial_id", None) is None:
         return None
     import optuna
-    from optuna.storages._cached_storage import _CachedStorage
 
     if not isinstance(trial, optuna.Trial):
         return None
     if isinstance(storage, optuna.storages.JournalStorage):
         return JournalWriter(storage).detach(trial)
-    backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+    backend = backend_of(storage)
     if isinstance(backend, optuna.storages.RDBStorage) and backend.engine.name in ("sqlite", "postgresql"):
         return RDBWriter(storage, backend)
     return None

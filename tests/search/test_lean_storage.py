@@ -428,3 +428,79 @@ def test_a_trials_results_are_stored_with_its_state_change(url):
         last_writes(gone)
         plain.set_trial_state_values(gone._trial_id, S.FAIL)
     assert plain.get_trial(gone._trial_id).user_attrs == {}
+
+
+def _study_read_as_optunas(lean, plain, study) -> None:
+    """Every read of the study through Optuna's cache, within the scope, equals Optuna's own read of it now
+    (nobody else writes)."""
+    ours = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    theirs = plain._get_trials(study._study_id, None, set(), -1)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        _same(a, b)
+
+
+def test_one_study_read_serves_the_scope_and_follows_its_own_writes(url):
+    """Within ``one_study_read`` the study's trials are read once; the scope's new trial and its attribute
+    writes join that read (every later read equals Optuna's read of the database then); any other write
+    (a parameter, a state change, an enqueued trial) makes the next read read again; outside, every read
+    reads."""
+    lean, plain = make_storage(url), optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=lean, study_name=f"once{time.monotonic_ns()}", directions=["maximize",
+                                                                                                   "minimize"])
+    _fill(study)
+    reads = []
+    read = lean._read
+    lean._read = lambda *a: (reads.append(1), read(*a))[1]
+    with lean.one_study_read(study._study_id):
+        study.get_trials(deepcopy=False)
+        assert len(reads) == 1
+        study.get_trials(deepcopy=False)
+        assert len(reads) == 1  # answered from the first read
+        with lean.creating({"worker": "w"}, heartbeat=False):
+            trial = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+        study._storage.set_trial_system_attr(trial._trial_id, "liar", [0.5, "x"])
+        trial.set_user_attr("recipe", {"a": (1, 2)})
+        _study_read_as_optunas(lean, plain, study)
+        assert len(reads) == 1  # the creation, its claim and both attributes joined the read
+        assert study.get_trials(deepcopy=False)[-1].system_attrs == {"liar": [0.5, "x"]}
+        trial.suggest_float("lr", 1e-4, 1.0, log=True)  # a parameter: read again
+        _study_read_as_optunas(lean, plain, study)
+        assert len(reads) == 2
+        study.get_trials(deepcopy=False)
+        assert len(reads) == 2
+        study.tell(trial, [1.0, 2.0])  # a state change (tell also reads the trial): read again
+        n = len(reads)
+        _study_read_as_optunas(lean, plain, study)
+        assert len(reads) == n + 1
+        study.enqueue_trial({"lr": 0.5})  # a trial from a template: read again
+        n = len(reads)
+        _study_read_as_optunas(lean, plain, study)
+        assert len(reads) == n + 1 and study.get_trials(deepcopy=False)[-1].state == S.WAITING
+    n = len(reads)
+    study.get_trials(deepcopy=False)
+    study.get_trials(deepcopy=False)
+    assert len(reads) == n + 2  # outside the scope every read reads
+
+
+def test_one_study_read_answers_only_what_its_read_covered(tmp_path):
+    """A later read asking for trials the first read did not ask for (an older finished trial) reads the
+    database; another study's reads are never answered from it."""
+    lean = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    study = optuna.create_study(storage=lean, directions=["maximize", "minimize"])
+    other = optuna.create_study(storage=lean)
+    _fill(study)
+    other.enqueue_trial({"x": 1})
+    sid = study._study_id
+    ids = [t._trial_id for t in lean._get_trials(sid, None, set(), -1)]
+    reads = []
+    read = lean._read
+    lean._read = lambda *a: (reads.append(1), read(*a))[1]
+    with lean.one_study_read(sid):
+        tail = lean._get_trials(sid, None, set(), ids[3])
+        assert [t._trial_id for t in tail] == ids[4:] and len(reads) == 1
+        narrower = lean._get_trials(sid, None, {ids[5]}, ids[6])
+        assert [t._trial_id for t in narrower] == [ids[5], *ids[7:]] and len(reads) == 1
+        older = lean._get_trials(sid, None, {ids[1]}, ids[6])  # trial ids[1] was not asked for: read
+        assert [t._trial_id for t in older] == [ids[1], *ids[7:]] and len(reads) == 2
+        assert len(lean._get_trials(other._study_id, None, set(), -1)) == 1 and len(reads) == 3

@@ -24,6 +24,10 @@ transaction on PostgreSQL). Everything else -- the other writes, the schema, pic
 set-up, :mod:`.connections`, is redone on unpickling) -- is Optuna's own ``RDBStorage``. Tests compare its
 trials, new trials, heartbeats and state changes with Optuna's on SQLite and PostgreSQL. MySQL keeps
 Optuna's storage (``make_storage``).
+
+Within :meth:`LeanRDBStorage.one_study_read` (a worker's decision and ask under the study lock; a trial's
+suggestion), one read of the study's trials answers this thread's later reads of them, as of that read, with
+the scope's own new trial and attribute writes joined to it; any other write ends the reuse.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb.storage import _create_scoped_session
 
         s = optuna.trial.TrialState
+        self._forget_study_read()
         if state.is_finished() and self.engine.name == "postgresql":
             return self._finish_in_one_statement(trial_id, state, values)
         try:
@@ -192,20 +197,40 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
             before.datetime_complete = sql.local_time(change["_datetime_complete_utc"])
         self._memo.trial = before
 
-    def _wrote(self, trial_id: int) -> None:
-        """A write to ``trial_id``: what a memo holds of it is no longer the stored trial."""
+    def _wrote(self, trial_id: int, keep_study_read: bool = False) -> None:
+        """A write to ``trial_id``: what a memo holds of it is no longer the stored trial (``keep_study_read``:
+        the caller brings this scope's study read up to date itself)."""
+        if not keep_study_read:
+            self._forget_study_read()
         for name in ("before", "trial"):
             held = getattr(self._memo, name, None)
             if held is not None and held._trial_id == trial_id:
                 setattr(self._memo, name, None)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._wrote(trial_id)
+        self._wrote(trial_id, keep_study_read=True)
         super().set_trial_user_attr(trial_id, key, value)
+        self._study_read_takes(trial_id, "user_attrs", key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self._wrote(trial_id)
-        super().set_trial_system_attr(trial_id, key, value)
+        self._wrote(trial_id, keep_study_read=True)
+        super().set_trial_system_attr(trial_id, key, value)  # e.g. TPE's relative parameters (constant liar)
+        self._study_read_takes(trial_id, "system_attrs", key, value)
+
+    def _study_read_takes(self, trial_id: int, field: str, key: str, value: Any) -> None:
+        """An attribute just stored joins this scope's study read (as JSON stores it); a read that does not
+        hold the trial is forgotten."""
+        held = getattr(self._memo, "study_read", None)
+        if held is None or held[1] is None:
+            return
+        included, above, trials = held[1]
+        at = next((i for i, t in enumerate(trials) if t._trial_id == trial_id), None)
+        if at is None:
+            self._forget_study_read()
+            return
+        trial = copy.deepcopy(trials[at])  # the read's trials are also Optuna's cache's: not changed in place
+        getattr(trial, field)[key] = json.loads(json.dumps(value))
+        self._memo.study_read = (held[0], (included, above, [*trials[:at], trial, *trials[at + 1:]]))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         self._wrote(trial_id)
@@ -223,6 +248,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         and first heartbeat in the same transaction. Retried like Optuna's on a storage error (a deadlock).
         From a template: Optuna's."""
         if template_trial is not None:
+            self._forget_study_read()
             return super()._create_new_trial(study_id, template_trial)
         import random
         import time
@@ -252,6 +278,7 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
                     trial_id=row.trial_id)
                 if getattr(self._memo, "extra", None) is not None:  # Optuna's cache keeps `created`: a copy
                     self._memo.trial = copy.deepcopy(created)
+                self._read_also(study_id, created)
                 return created
             except optuna.exceptions.StorageInternalError:
                 if attempt == 5:
@@ -300,6 +327,55 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         finally:
             self._memo.extra, self._memo.trial = None, None
 
+    @contextlib.contextmanager
+    def one_study_read(self, study_id: int) -> Iterator[None]:
+        """Within: the first read of the study's trials (``_get_trials``: every ``study.get_trials`` through
+        Optuna's cache) reads the database; this thread's later reads of them are answered from it, as of that
+        moment, until it writes through this storage (any write, creation or state change ends the reuse).
+
+        For a trial's suggestion: Optuna's TPE with ``constant_liar`` (its default) reads the study at every
+        sampler call, where without it Optuna reads once per trial (``Study._get_trials(use_cache=True)``).
+        Answered from the first read, each later one returns exactly what that read held of the trials it
+        asks for -- a trial another worker started or finished meanwhile shows at the next trial, as if it
+        had happened just after this suggestion."""
+        self._memo.study_read = (study_id, None)
+        try:
+            yield
+        finally:
+            self._memo.study_read = None
+
+    def _forget_study_read(self) -> None:
+        held = getattr(self._memo, "study_read", None)
+        if held is not None:
+            self._memo.study_read = (held[0], None)
+
+    def _read_also(self, study_id: int, created: optuna.trial.FrozenTrial) -> None:
+        """A trial this thread just created joins this scope's read, which then holds what a read now would
+        (the read asked for every trial above an id, and new trials are numbered above it); else the read is
+        forgotten."""
+        held = getattr(self._memo, "study_read", None)
+        if held is None or held[1] is None:
+            return
+        included, above, trials = held[1]
+        if held[0] != study_id or created._trial_id <= above:
+            self._forget_study_read()
+            return
+        self._memo.study_read = (study_id, (included, above, [*trials, copy.deepcopy(created)]))
+
+    def _reused_read(self, study_id: int, included: list[int], above: int
+                     ) -> list[optuna.trial.FrozenTrial] | None:
+        """The trials of ``study_id`` with an id in ``included`` or above ``above``, from this scope's first
+        read, if that read covered all of them (it asked for every trial above an id no higher, and for
+        every listed one not above it); else ``None``."""
+        held = getattr(self._memo, "study_read", None)
+        if held is None or held[0] != study_id or held[1] is None:
+            return None
+        first_included, first_above, trials = held[1]
+        if above < first_above or not set(i for i in included if i <= first_above) <= first_included:
+            return None
+        keep = set(included)
+        return [t for t in trials if t._trial_id in keep or t._trial_id > above]
+
     def get_trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
         """The trial, in one statement (see :meth:`creating` and :meth:`telling` for the reads answered from
         what this thread has just stored)."""
@@ -331,6 +407,10 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb import models
 
         included = sorted(i for i in included_trial_ids if i <= trial_id_greater_than)  # as Optuna narrows them
+        if states is None:
+            reused = self._reused_read(study_id, included, trial_id_greater_than)
+            if reused is not None:
+                return reused
         params: dict[str, Any] = {"study": study_id}
         if states is not None:
             assert isinstance(states, Iterable)
@@ -352,4 +432,8 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
         study, trials = sql.by_trial(rows)
         if not study:
             raise KeyError(models.NOT_FOUND_MSG)  # as Optuna's StudyModel.find_or_raise_by_id
-        return [sql.frozen_trial(t) for t in trials]
+        frozen = [sql.frozen_trial(t) for t in trials]
+        held = getattr(self._memo, "study_read", None)
+        if states is None and held is not None and held[0] == study_id and held[1] is None:
+            self._memo.study_read = (study_id, (set(included), trial_id_greater_than, frozen))
+        return frozen

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import AutoKDError
 from .. import trial_record as tr
 from ..objective import Objective
+from ..study_reads import backend_of, one_study_read
 from .storage import study_lock
 from .workers import fail_dead_local_trials, fail_unclaimed_trials, heartbeat, run_seed, worker_id
 
@@ -145,12 +146,6 @@ def read_step(study, trials: int) -> tuple[str, list]:
     return ("stop" if finished >= trials and not running_baselines else "wait"), seen
 
 
-def _backend_of(study) -> Any:
-    """The study's storage under Optuna's cache (``_CachedStorage`` wraps an RDB storage), else the storage."""
-    storage = study._storage
-    return getattr(storage, "_backend", storage)
-
-
 def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
     """Run ``objective(trial)`` with a heartbeat, tell the study the outcome, return the frozen trial.
     ``RuntimeError`` (e.g. out of memory) fails the trial and the search goes on; a KeyboardInterrupt or
@@ -161,7 +156,7 @@ def run_one_trial(study, trial, objective, first_beat: bool = True) -> Any:
 
     state, values, error, frozen = None, None, None, None
     # a lean storage stores the trial's results with its state change and answers tell's re-read
-    telling = getattr(_backend_of(study), "telling", None)
+    telling = getattr(backend_of(study._storage), "telling", None)
     # a trial another worker already failed as stale stays failed (its retry runs elsewhere), also when that
     # happens between tell's check and its update
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError), \
@@ -248,7 +243,7 @@ class Decider:
             if any(t.state == optuna.trial.TrialState.WAITING for t in self.seen):
                 trial = study.ask()
             else:
-                creating = getattr(_backend_of(study), "creating", None)
+                creating = getattr(backend_of(study._storage), "creating", None)
                 beat = is_heartbeat_enabled(storage)
                 with creating(tr.worker_attrs(worker), heartbeat=beat) if creating else contextlib.nullcontext():
                     study._thread_local.cached_all_trials = None
@@ -340,7 +335,7 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
     gc.freeze()
     try:
         while deadline is None or time.monotonic() < deadline:
-            with study_lock(cfg):
+            with study_lock(cfg), one_study_read(study):  # the decision's read serves the new trial's sampler
                 trial = None
                 step = decide(study, trials)
                 if step == "ask":
