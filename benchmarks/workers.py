@@ -185,7 +185,7 @@ def storage_overhead(args, tmp: Path) -> None:
     from autokd.search import SearchSpace
     from autokd.search import trial_record as tr
     from autokd.search.backends.optuna_backend import Decider, make_pruner, run_one_trial
-    from autokd.search.backends.storage import open_study, study_lock
+    from autokd.search.backends.storage import open_study
     from autokd.search.batched_writes import IntermediateValues, grouped_writes
     from autokd.search.objective import report_epoch
     from autokd.train import Trainer
@@ -224,10 +224,8 @@ def storage_overhead(args, tmp: Path) -> None:
         return 0.9
 
     def one_trial(study, cfg, decide):
-        with study_lock(cfg):  # what run_optuna does before each trial: tidy (every few s), decide, ask
-            decide(study, 10**9)
-            trial = decide.ask(study, "bench:1")
-            decide.prime(study, trial)
+        # what run_optuna does before each trial: under the lock, tidy (every few s), decide, ask
+        _, trial = decide.next_trial(study, 10**9, "bench:1")
         run_one_trial(study, trial, objective, first_beat=decide.beaten != trial._trial_id)
 
     storages = {"sqlite": None, "journal": f"journal:///{tmp}/bench.log"}

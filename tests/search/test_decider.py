@@ -92,3 +92,53 @@ def test_ask_on_other_storages_claims_the_trial(tmp_path):
     trial = decide.ask(study, "host:1")
     assert trial.number == 0 and decide.beaten is None
     assert tr.worker_of(study._storage.get_trial(trial._trial_id)) == ("host", 1)
+
+
+def test_next_trial_decides_asks_and_primes_under_the_lock_reading_the_study_once(tmp_path, monkeypatch):
+    """``next_trial``: under the study lock, the decision, the ask and the pruner's priming, with ONE read of
+    the study: the new trial's sampler reads it at ``before_trial`` (as MCTS does) and gets that read plus the
+    new trial, claimed -- exactly what the database holds then. At the limit it stops without asking."""
+    import contextlib
+
+    import optuna
+
+    from autokd.search import trial_record as tr
+    from autokd.search.backends.storage import make_storage
+
+    held = []
+
+    @contextlib.contextmanager
+    def lock(cfg):
+        held.append("locked")
+        yield
+        held.append("unlocked")
+
+    class ReadingSampler(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):
+            self.seen = [(t.number, t.state, dict(t.user_attrs)) for t in study.get_trials(deepcopy=False)]
+            self.locked = bool(held) and held[-1] == "locked"
+
+    class PrimedPruner(optuna.pruners.NopPruner):
+        def prime(self, study, number, trials):
+            self.primed = (number, len(trials))
+
+    monkeypatch.setattr(ob, "study_lock", lock)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = optuna.create_study(storage=make_storage(url), sampler=ReadingSampler(seed=0), pruner=PrimedPruner())
+    for _ in range(2):
+        study.tell(study.ask(), 0.5)
+    backend = study._storage._backend
+    reads = []
+    read = backend._read
+    monkeypatch.setattr(backend, "_read", lambda *a: (reads.append(1), read(*a))[1])
+    decide = ob.Decider(cfg=None, space=None)
+    monkeypatch.setattr(decide, "_tidy", lambda s: None)
+    step, trial = decide.next_trial(study, 3, "host:7")
+    assert step == "ask" and trial.number == 2 and held == ["locked", "unlocked"] and study.sampler.locked
+    assert len(reads) == 1  # the decision's read; the sampler's read at the new trial was answered from it
+    database = optuna.storages.RDBStorage(url).get_all_trials(study._study_id)
+    assert study.sampler.seen == [(t.number, t.state, t.user_attrs) for t in database]
+    assert study.sampler.seen[-1] == (2, optuna.trial.TrialState.RUNNING, tr.worker_attrs("host:7"))
+    assert study.pruner.primed == (2, 2)
+    study.tell(trial, 0.75)
+    assert decide.next_trial(study, 3, "host:7") == ("stop", None) and held[-1] == "unlocked"

@@ -254,6 +254,20 @@ class Decider:
         tr.record_worker(trial, worker)
         return trial
 
+    def next_trial(self, study, trials: int, worker: str) -> tuple[str, Any]:
+        """What a worker loop does before each trial: under the study lock, with the study read once for the
+        whole step (:func:`~..study_reads.one_study_read`: the decision's read also serves the new trial's
+        sampler), decide (:meth:`__call__`); on ``"ask"``, ask for a trial claimed by ``worker``
+        (:meth:`ask`: a kill from then on leaves a dead owner) and hand the decision's read to the pruner
+        (:meth:`prime`). Returns ``(step, trial)``, ``trial`` None unless the step is ``"ask"``."""
+        with study_lock(self.cfg), one_study_read(study):
+            step = self(study, trials)
+            if step != "ask":
+                return step, None
+            trial = self.ask(study, worker)
+            self.prime(study, trial)
+            return step, trial
+
     def _tidy(self, study) -> None:
         tidy(study, self.cfg, self.space)
         self.last = time.monotonic()
@@ -335,14 +349,9 @@ def run_optuna(ctx: StudyContext, space: SearchSpace, study, *, trials: int, tim
     gc.freeze()
     try:
         while deadline is None or time.monotonic() < deadline:
-            with study_lock(cfg), one_study_read(study):  # the decision's read serves the new trial's sampler
-                trial = None
-                step = decide(study, trials)
-                if step == "ask":
-                    trial = decide.ask(study, worker_id())  # claimed at once: a kill now leaves a dead owner
-                    decide.prime(study, trial)
-                elif step == "stop":
-                    break
+            step, trial = decide.next_trial(study, trials, worker_id())
+            if step == "stop":
+                break
             if trial is None:  # others are running the last trials: wait for them (or their retries)
                 time.sleep(poll)
                 continue

@@ -41,7 +41,6 @@ from .optuna_backend import (
     start_run,
 )
 from .ray_processes import descendants, reap_orphans, remember_processes, stop_processes
-from .storage import study_lock
 from .workers import RetryTrial, worker_id
 
 if TYPE_CHECKING:
@@ -180,13 +179,10 @@ class StudySearcher:
         import time
 
         while self.error is None and (self.deadline is None or time.monotonic() < self.deadline):
-            with study_lock(self.cfg):
-                trial = None
-                step = self.decide(self.study, self.trials)
-                if step == "ask":
-                    trial = self.decide.ask(self.study, worker_id())  # the driver owns it (fail_dead_local_trials)
-                elif step == "stop":
-                    return self._base.FINISHED
+            # the driver owns the trial (fail_dead_local_trials)
+            step, trial = self.decide.next_trial(self.study, self.trials, worker_id())
+            if step == "stop":
+                return self._base.FINISHED
             if trial is None:
                 return None  # others run the last trials: Tune asks again
             beat = contextlib.ExitStack()
