@@ -70,6 +70,8 @@ def loop_worker(cfg_path: str, k: int, mean: float, poll: float) -> None:
     """One worker of the default mode (a forked process): the real loop, sleeping instead of training.
     SIGUSR1 prints its threads' stacks (a worker that does not finish)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    import torch
+
     from autokd.config import StudyConfig
     from autokd.search.backends.optuna_backend import make_pruner, make_sampler, run_optuna
     from autokd.search.backends.storage import open_study
@@ -79,7 +81,7 @@ def loop_worker(cfg_path: str, k: int, mean: float, poll: float) -> None:
     space = open_space(cfg)
     study = open_study(cfg, multi_objective=False, sampler=make_sampler(cfg, space), pruner=make_pruner(cfg, 1))
     trainer = SleepTrainer(random.Random(f"{cfg.name}:{k}"), mean)
-    ctx = SimpleNamespace(cfg=cfg, trial_trainer=lambda: trainer)
+    ctx = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), trial_trainer=lambda: trainer)
     run_optuna(ctx, space, study, trials=cfg.search.trials, timeout=None, epochs=1, multi_objective=False,
                worker=str(k), poll=poll)
 
