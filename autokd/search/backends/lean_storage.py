@@ -331,7 +331,9 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
     def one_study_read(self, study_id: int) -> Iterator[None]:
         """Within: the first read of the study's trials (``_get_trials``: every ``study.get_trials`` through
         Optuna's cache) reads the database; this thread's later reads of them are answered from it, as of that
-        moment, until it writes through this storage (any write, creation or state change ends the reuse).
+        moment. A trial this thread creates and the attributes it sets join the read; any other write through
+        this storage (a parameter, an intermediate value, a state change, a trial from a template) ends the
+        reuse, and the next read reads the database again.
 
         For a trial's suggestion: Optuna's TPE with ``constant_liar`` (its default) reads the study at every
         sampler call, where without it Optuna reads once per trial (``Study._get_trials(use_cache=True)``).
