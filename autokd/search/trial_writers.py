@@ -23,7 +23,7 @@ from typing import Any
 
 from .study_reads import backend_of
 
-__all__ = ["RDBWriter", "JournalWriter", "writer_of", "upsert", "write_rows"]
+__all__ = ["RDBWriter", "JournalWriter", "writer_of", "upsert", "write_rows", "checked_trial"]
 
 Params = list[tuple[str, float, Any]]  # (name, internal value, distribution), in suggestion order
 
@@ -75,12 +75,7 @@ class RDBWriter:
                 known = self._cache._studies[study_id].param_distribution
             with _create_scoped_session(self.backend.scoped_session) as session:
                 db = session.connection()
-                row = db.execute(statements["trial"], {"id": trial_id}).one_or_none()
-                if row is None:
-                    from optuna.storages._rdb.models import NOT_FOUND_MSG
-
-                    raise KeyError(NOT_FOUND_MSG)  # what Optuna's writes raise for an unknown trial
-                self.backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as in Optuna
+                row = checked_trial(db, self.backend, trial_id)
                 if params:
                     _insert_params(db, statements, row.study_id, trial_id, params, known)
                 write_rows(db, self.backend.engine.name, trial_id, attrs, values)
@@ -96,14 +91,30 @@ class RDBWriter:
         return defer is not None and defer(trial_id, attrs, values)
 
 
+def checked_trial(db: Any, backend: Any, trial_id: int) -> Any:
+    """The trial's row (study_id, state), with the checks Optuna's writes make first: ``KeyError`` for an
+    unknown trial, Optuna's ``UpdateFinishedTrialError`` for a finished one."""
+    row = db.execute(_rdb_statements(backend.engine.name)["trial"], {"id": trial_id}).one_or_none()
+    if row is None:
+        from optuna.storages._rdb.models import NOT_FOUND_MSG
+
+        raise KeyError(NOT_FOUND_MSG)  # what Optuna's writes raise for an unknown trial
+    backend.check_trial_is_updatable(trial_id, row.state)  # a finished trial refuses, as in Optuna
+    return row
+
+
 def write_rows(db: Any, dialect: str, trial_id: int, attrs: Mapping[str, Any] | None,
-               values: Mapping[int, float] | None) -> None:
-    """Upsert a trial's user attributes (as ``set_user_attr`` stores them: ``json.dumps``) and intermediate
-    values (as ``Trial.report`` stores them) on the connection ``db``, in its transaction."""
+               values: Mapping[int, float] | None, system_attrs: Mapping[str, Any] | None = None) -> None:
+    """Upsert a trial's user and system attributes (as ``set_trial_user_attr`` / ``set_trial_system_attr``
+    store them: ``json.dumps``) and intermediate values (as ``Trial.report`` stores them) on the connection
+    ``db``, in its transaction."""
     statements = _rdb_statements(dialect)
     if attrs:
         db.execute(statements["attrs"], [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
                                          for k, v in attrs.items()])
+    if system_attrs:
+        db.execute(statements["system_attrs"], [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                                for k, v in system_attrs.items()])
     if values:
         db.execute(statements["values"], _value_rows(trial_id, values))
 
@@ -126,6 +137,7 @@ def _rdb_statements(dialect: str) -> dict[str, Any]:
                                                                                                     expanding=True))),
             "params": sa.insert(p),
             "attrs": upsert(dialect, models.TrialUserAttributeModel, ("trial_id", "key"), ("value_json",)),
+            "system_attrs": upsert(dialect, models.TrialSystemAttributeModel, ("trial_id", "key"), ("value_json",)),
             "values": upsert(dialect, models.TrialIntermediateValueModel, ("trial_id", "step"),
                              ("intermediate_value", "intermediate_value_type")),
         }

@@ -504,3 +504,35 @@ def test_one_study_read_answers_only_what_its_read_covered(tmp_path):
         older = lean._get_trials(sid, None, {ids[1]}, ids[6])  # trial ids[1] was not asked for: read
         assert [t._trial_id for t in older] == [ids[1], *ids[7:]] and len(reads) == 2
         assert len(lean._get_trials(other._study_id, None, set(), -1)) == 1 and len(reads) == 3
+
+
+def test_attribute_writes_equal_optunas(url):
+    """User and system attributes written by the lean storage (two statements) and by Optuna's: the same stored
+    rows (JSON as Optuna writes it: tuples as lists, None, nested, an overwrite), the same refusals (an unknown
+    trial, a finished one), nothing stored by a refused write."""
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    stored = {}
+    for kind in ("lean", "optuna"):
+        storage = make_storage(url) if kind == "lean" else optuna.storages.RDBStorage(url)
+        assert isinstance(storage, LeanRDBStorage) == (kind == "lean")
+        study = optuna.create_study(storage=storage, study_name=f"attr{kind}{time.monotonic_ns()}")
+        trial, done = study.ask(), study.ask()
+        study.tell(done, 1.0)
+        for key, value in [("a", 1), ("b", (1, "x", None)), ("c", {"n": [1.5, {"d": True}]}), ("a", "again")]:
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+            storage.set_trial_system_attr(trial._trial_id, "s" + key, value)
+        for write in (storage.set_trial_user_attr, storage.set_trial_system_attr):
+            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+                write(done._trial_id, "late", 1)
+            with pytest.raises(KeyError):
+                write(10**7, "k", 1)
+        frozen = storage.get_trial(trial._trial_id)
+        with storage.engine.connect() as db:
+            rows = [sorted(db.execute(sa.select(m.key, m.value_json).where(m.trial_id.in_(
+                [trial._trial_id, done._trial_id]))).all()) for m in (models.TrialUserAttributeModel,
+                                                                     models.TrialSystemAttributeModel)]
+        stored[kind] = (frozen.user_attrs, frozen.system_attrs, rows)
+    assert stored["lean"] == stored["optuna"]
+    assert stored["lean"][0] == {"a": "again", "b": [1, "x", None], "c": {"n": [1.5, {"d": True}]}}

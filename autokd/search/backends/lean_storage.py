@@ -41,7 +41,7 @@ from typing import Any
 
 import optuna
 
-from ..trial_writers import RDBWriter, write_rows
+from ..trial_writers import RDBWriter, checked_trial, write_rows
 from . import lean_sql as sql
 from .connections import tune_engine
 
@@ -209,13 +209,24 @@ class LeanRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._wrote(trial_id, keep_study_read=True)
-        super().set_trial_user_attr(trial_id, key, value)
+        self._set_attrs(trial_id, {key: value}, None)
         self._study_read_takes(trial_id, "user_attrs", key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         self._wrote(trial_id, keep_study_read=True)
-        super().set_trial_system_attr(trial_id, key, value)  # e.g. TPE's relative parameters (constant liar)
+        self._set_attrs(trial_id, None, {key: value})  # e.g. TPE's relative parameters (constant liar)
         self._study_read_takes(trial_id, "system_attrs", key, value)
+
+    def _set_attrs(self, trial_id: int, user: dict[str, Any] | None, system: dict[str, Any] | None) -> None:
+        """Optuna's attribute write -- the trial's checks (``KeyError``, ``UpdateFinishedTrialError``), one
+        upsert, a racing duplicate ignored -- in two statements, without the ORM's trial object (~2 ms of
+        Python on SQLite per write)."""
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            db = session.connection()
+            checked_trial(db, self, trial_id)
+            write_rows(db, self.engine.name, trial_id, user, None, system)
 
     def _study_read_takes(self, trial_id: int, field: str, key: str, value: Any) -> None:
         """An attribute just stored joins this scope's study read (as JSON stores it); a read that does not
