@@ -19,10 +19,11 @@ the trial row, refuse a finished trial, store the values, refuse to start a tria
 the state and its datetime -- as three statements (lock, one upsert of all values, one update) instead of
 the ORM's four to six; a new trial takes two (lock the study, insert it numbered) -- with, inside
 :meth:`LeanRDBStorage.creating`, its worker's claim and first heartbeat in the same transaction, and the
-``optuna.Trial``'s read of it answered from the creation -- and a heartbeat one (upsert, outside a
-transaction on PostgreSQL). Everything else -- the other writes, the schema, pickling for Ray (the engine's
-set-up, :mod:`.connections`, is redone on unpickling) -- is Optuna's own ``RDBStorage``. Tests compare its
-trials, new trials, heartbeats and state changes with Optuna's on SQLite and PostgreSQL. MySQL keeps
+``optuna.Trial``'s read of it answered from the creation -- a heartbeat one (upsert, outside a
+transaction on PostgreSQL), and a user or system attribute two (the trial's checks, one upsert). Everything
+else -- the other writes, the schema, pickling for Ray (the engine's set-up, :mod:`.connections`, is redone
+on unpickling) -- is Optuna's own ``RDBStorage``. Tests compare its trials, new trials, heartbeats, attribute
+writes and state changes with Optuna's on SQLite and PostgreSQL. MySQL keeps
 Optuna's storage (``make_storage``).
 
 Within :meth:`LeanRDBStorage.one_study_read` (a worker's decision and ask under the study lock; a trial's
