@@ -11,7 +11,9 @@ __all__ = ["backend_of", "one_study_read"]
 
 
 def backend_of(storage: Any) -> Any:
-    """The storage under Optuna's cache (``_CachedStorage`` wraps an RDB storage), else ``storage``."""
+    """The storage under Optuna's cache (``_CachedStorage`` wraps an RDB storage); for Optuna's journal
+    storage its journal backend; else ``storage``. Callers look for optional methods on it (``telling``,
+    ``creating``, ``one_study_read``: a lean RDB storage's), so anything else simply lacks them."""
     return getattr(storage, "_backend", storage)
 
 

@@ -13,6 +13,7 @@ pinged, as with ``pool_pre_ping``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -62,11 +63,10 @@ def sqlite_write_ahead_log(engine: Any) -> None:
     from sqlalchemy import event
 
     def on_connect(dbapi_connection, _record) -> None:
-        try:
+        # a damaged file: the next query reports it (see storage.readable)
+        with contextlib.suppress(sqlite3.DatabaseError):
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError:  # a damaged file: the next query reports it (see storage.readable)
-            pass
 
     event.listen(engine, "connect", on_connect)
     engine.dispose()
